@@ -1,0 +1,10 @@
+/* medpipe: umbrella header of the public API. */
+#ifndef MEDPIPE_H
+#define MEDPIPE_H
+
+#define MP_VERSION "0.1.0"
+
+#include "medpipe/core.h"
+#include "medpipe/vol.h"
+
+#endif

@@ -1,0 +1,11 @@
+/* medpipe doctor: placeholder until the subcommand lands. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+
+int mp_cli_doctor(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "medpipe doctor: not built yet\n");
+    return MP_EXIT_FAIL;
+}

@@ -1,0 +1,79 @@
+/* Shared pieces of the medpipe command: logging to stderr, error and usage
+ * messages, and strict number parsing for options. */
+#include "cli/cli.h"
+#include "medpipe/core.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int min_level = MP_LOG_INFO;
+
+static void log_to_stderr(mp_log_level_t level, const char *msg, void *user) {
+    (void)user;
+    if ((int)level < min_level) return;
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    if (level == MP_LOG_INFO) fprintf(stderr, "%s\n", msg);
+    else fprintf(stderr, "%s: %s\n", names[level], msg);
+}
+
+void mp_cli_init_logging(int verbose) {
+    min_level = verbose ? MP_LOG_DEBUG : MP_LOG_INFO;
+    mp_log_set_callback(log_to_stderr, NULL);
+}
+
+int mp_cli_fail(const char *cmd) {
+    const char *m = mp_error_message();
+    fprintf(stderr, "medpipe %s: %s\n", cmd, m[0] ? m : "failed");
+    return MP_EXIT_FAIL;
+}
+
+int mp_cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "medpipe %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see 'medpipe %s --help')\n", cmd);
+    return MP_EXIT_USAGE;
+}
+
+int mp_cli_parse_int(const char *s, int64_t *out) {
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int mp_cli_parse_double(const char *s, double *out) {
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end || v != v) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Splits "a,b,c" (exactly n fields) and parses each with `one`. */
+static int parse_list(const char *s, void *out, int n, int is_int) {
+    char buf[256];
+    if (!s || strlen(s) >= sizeof buf) return -1;
+    strcpy(buf, s);
+    char *save = NULL, *tok = strtok_r(buf, ",", &save);
+    for (int i = 0; i < n; i++) {
+        if (!tok) return -1;
+        int rc = is_int ? mp_cli_parse_int(tok, (int64_t *)out + i) : mp_cli_parse_double(tok, (double *)out + i);
+        if (rc) return -1;
+        tok = strtok_r(NULL, ",", &save);
+    }
+    return tok ? -1 : 0;
+}
+
+int mp_cli_parse_ints(const char *s, int64_t *out, int n) { return parse_list(s, out, n, 1); }
+int mp_cli_parse_doubles(const char *s, double *out, int n) { return parse_list(s, out, n, 0); }

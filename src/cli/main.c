@@ -1,0 +1,48 @@
+/* medpipe: entry point and subcommand dispatch. */
+#include "cli/cli.h"
+#include "medpipe/medpipe.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command_t;
+
+static const command_t commands[] = {
+    {"info", mp_cli_info, "print dims, spacing, orientation, data type and range of an image"},
+    {"convert", mp_cli_convert, "convert between image formats (.nii, .nii.gz, .hdr/.img)"},
+    {"synth", mp_cli_synth, "write a synthetic CT-like dataset in the nnU-Net layout"},
+    {"evaluate", mp_cli_evaluate, "Dice, IoU, HD95, ASSD, surface Dice of predictions vs references"},
+    {"doctor", mp_cli_doctor, "what this machine offers and what medpipe will use"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "medpipe %s: 3D medical image segmentation, from DICOM/NIfTI to predictions\n\n", MP_VERSION);
+    fprintf(f, "usage: medpipe <command> [options]   ('medpipe <command> --help' for details)\n\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nexit status: 0 success, 1 failure (message on stderr), 2 usage error, 130 interrupted\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? MP_EXIT_USAGE : MP_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("medpipe %s\n", MP_VERSION);
+        return MP_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            mp_cli_init_logging(0);
+            return commands[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "medpipe: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return MP_EXIT_USAGE;
+}
