@@ -6,5 +6,6 @@
 
 #include "medpipe/core.h"
 #include "medpipe/vol.h"
+#include "medpipe/io.h"
 
 #endif
