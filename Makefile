@@ -41,8 +41,8 @@ HAVE_CLANG := $(shell command -v clang >/dev/null 2>&1 && echo 1)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
 OPT ?= -O2 -march=x86-64-v3 -g
-CFLAGS_ALL := -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -fPIC -pthread -Iinclude -Isrc $(CFLAGS)
-LIBS := -ldeflate -lz -lcjson -lm -ldl -pthread
+CFLAGS_ALL := -std=c11 $(OPT) $(WARN) -D_GNU_SOURCE -fPIC -pthread -Iinclude -Isrc -I/usr/include/openjpeg-2.5 $(CFLAGS)
+LIBS := -ldeflate -lz -lcjson -ljpeg -lcharls -lopenjp2 -lm -ldl -pthread
 ifeq ($(HAVE_DNNL),1)
   CFLAGS_ALL += -DMP_HAVE_DNNL=1
   LIBS += -ldnnl
@@ -114,7 +114,7 @@ asan:
 
 # libFuzzer targets: clang, each parser linked from the library sources with
 # the sanitizers; the project warnings stay on.
-FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -fsanitize=fuzzer,address,undefined \
+FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -I/usr/include/openjpeg-2.5 -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=undefined $(if $(HAVE_DNNL),-DMP_HAVE_DNNL=1)
 fuzz: $(FUZZ_BIN)
 
