@@ -78,17 +78,18 @@ void mp_sysinfo_probe_mpi(mp_sysinfo_t *info) {
         if (get_lib_version) {
             /* MPI allows both calls before MPI_Init. The buffer covers
              * MPI_MAX_LIBRARY_VERSION_STRING of Open MPI (256) and MPICH (8192). */
-            static char buf[8192 + 1];
+            enum { VERSION_MAX = 8192 };
+            char *buf = calloc(VERSION_MAX + 1, 1);
             int len = 0;
-            memset(buf, 0, sizeof buf);
-            if (get_lib_version(buf, &len) == 0) {
-                buf[sizeof buf - 1] = '\0';
+            if (buf && get_lib_version(buf, &len) == 0) {
+                buf[VERSION_MAX] = '\0';
                 size_t n = strcspn(buf, "\n");
                 buf[n] = '\0';
                 while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == ',')) buf[--n] = '\0';
                 mp_sysinfo_copy(info->mpi_lib_version, sizeof info->mpi_lib_version, buf);
                 info->mpi_lib_found = 1;
             }
+            free(buf);
             if (get_version) get_version(&info->mpi_std_major, &info->mpi_std_minor);
             lib_path(lib, "MPI_Get_library_version", name, info->mpi_lib_path, sizeof info->mpi_lib_path);
         }
