@@ -621,8 +621,8 @@ static void encode_v1(uint8_t *b, const mp_nifti_header_t *h) {
     wf32(b, 128, h->cal_min);
     wf32(b, 132, h->slice_duration);
     wf32(b, 136, h->toffset);
-    memcpy(b + 148, h->descrip, strnlen(h->descrip, 80));
-    memcpy(b + 228, h->aux_file, strnlen(h->aux_file, 24));
+    memcpy(b + 148, h->descrip, 80); /* all bytes: keeps what follows a NUL */
+    memcpy(b + 228, h->aux_file, 24); /* all bytes: keeps what follows a NUL */
     w16(b, 252, h->qform_code);
     w16(b, 254, h->sform_code);
     for (int i = 0; i < 3; i++) {
@@ -631,7 +631,7 @@ static void encode_v1(uint8_t *b, const mp_nifti_header_t *h) {
     }
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++) wf32(b, 280 + 16 * (size_t)r + 4 * (size_t)c, h->srow[r][c]);
-    memcpy(b + 328, h->intent_name, strnlen(h->intent_name, 16));
+    memcpy(b + 328, h->intent_name, 16); /* all bytes: keeps what follows a NUL */
     memcpy(b + 344, h->magic, 4);
 }
 
@@ -654,8 +654,8 @@ static void encode_v2(uint8_t *b, const mp_nifti_header_t *h) {
     wf64(b, 216, h->toffset);
     w64u(b, 224, (uint64_t)h->slice_start);
     w64u(b, 232, (uint64_t)h->slice_end);
-    memcpy(b + 240, h->descrip, strnlen(h->descrip, 80));
-    memcpy(b + 320, h->aux_file, strnlen(h->aux_file, 24));
+    memcpy(b + 240, h->descrip, 80); /* all bytes: keeps what follows a NUL */
+    memcpy(b + 320, h->aux_file, 24); /* all bytes: keeps what follows a NUL */
     w32(b, 344, h->qform_code);
     w32(b, 348, h->sform_code);
     for (int i = 0; i < 3; i++) {
@@ -667,7 +667,7 @@ static void encode_v2(uint8_t *b, const mp_nifti_header_t *h) {
     w32(b, 496, h->slice_code);
     w32(b, 500, h->xyzt_units);
     w32(b, 504, h->intent_code);
-    memcpy(b + 508, h->intent_name, strnlen(h->intent_name, 16));
+    memcpy(b + 508, h->intent_name, 16); /* all bytes: keeps what follows a NUL */
     b[524] = (uint8_t)h->dim_info;
 }
 
