@@ -168,6 +168,72 @@ def test_conformance_real_files():
     assert not failures, "\n".join(failures)
 
 
+def make_variants():
+    """nibabel-written files that exercise each geometry and scaling path:
+    qform only (qfac -1), no xform (pixdim-only affine), big-endian NIfTI-1
+    and -2, scaled data, 2D, 4D, Analyze (SPM2 origin and scale factor)."""
+    d = os.path.join(SCRATCH, "variants")
+    os.makedirs(d, exist_ok=True)
+    rng = np.random.default_rng(3)
+    out = []
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # det -1: qfac -1
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.7, 1.3, 3.0])
+    aff[:3, 3] = [10.5, -20.25, 33.0]
+    arr = rng.integers(-1000, 1000, size=(10, 9, 8)).astype(np.int16)
+
+    def save(img, name):
+        out.append(os.path.join(d, name))
+        nib.save(img, out[-1])
+
+    img = nib.Nifti1Image(arr, None)
+    img.header.set_qform(aff, code=1)
+    img.header.set_sform(None, code=0)
+    save(img, "qform_only.nii.gz")
+    img = nib.Nifti1Image(arr, None)
+    img.header.set_zooms((1.5, 2.0, 2.5))
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(None, code=0)
+    save(img, "no_xform.nii")
+    for klass, name in ((nib.Nifti1Image, "big_endian.nii"), (nib.Nifti2Image, "big_endian_v2.nii.gz")):
+        hdr = klass.header_class(endianness=">")
+        img = klass(arr.astype(">f4") * 0.5, aff, header=hdr)
+        img.header.set_slope_inter(0.25, 3.0)
+        save(img, name)
+    img = nib.Nifti1Image(arr, aff)
+    img.header.set_slope_inter(-1.5, 1000.0)
+    save(img, "scaled_negative.nii")
+    img = nib.Nifti1Image(arr[:, :, 0], aff)
+    save(img, "two_d.nii.gz")
+    img = nib.Nifti2Image(rng.random((5, 4, 3, 6)).astype(np.float64), aff)
+    save(img, "four_d_v2.nii")
+    spm = nib.Spm2AnalyzeImage(arr.astype(np.int16), None)
+    spm.header["origin"][:3] = [4, 5, 2]
+    spm.header.set_zooms((2.0, 2.0, 3.0))
+    spm.header["scl_slope"] = 0.5
+    save(spm, "spm_origin.hdr")
+    ana = nib.AnalyzeImage(arr.astype(np.float32), None)
+    ana.header.set_zooms((1.0, 1.25, 1.5))
+    save(ana, "analyze_centred.img")
+    ana = nib.Spm2AnalyzeImage(arr.astype(np.uint8), None)
+    ana.header["scl_slope"] = 0.0
+    ana.header["glmin"], ana.header["glmax"] = 0, 200
+    ana.header["cal_min"], ana.header["cal_max"] = -1.0, 3.0
+    save(ana, "analyze_glcal.hdr")
+    return out
+
+
+def test_info_matches_nibabel_on_nibabel_written_variants():
+    report, failures = [], []
+    for f in make_variants():
+        problem = compare_info(f, report)
+        if problem:
+            failures.append("%s: %s" % (f, problem))
+    for line in report:
+        print("  agree   " + line)
+    assert not failures, "\n".join(failures)
+
+
 # ---- (2) files medpipe writes ----
 HEADER_FIELDS = ["qform_code", "sform_code", "intent_code", "intent_name", "descrip", "aux_file", "xyzt_units",
                  "cal_min", "cal_max", "slice_code", "slice_start", "slice_end", "slice_duration", "toffset",
@@ -334,7 +400,8 @@ def test_convert_failure_leaves_nothing():
 
 if __name__ == "__main__":
     try:
-        mptest.run_tests([test_conformance_real_files, test_written_files_read_back_in_nibabel,
+        mptest.run_tests([test_conformance_real_files, test_info_matches_nibabel_on_nibabel_written_variants,
+                          test_written_files_read_back_in_nibabel,
                           test_dtype_conversion_read_back, test_convert_failure_leaves_nothing])
     finally:
         shutil.rmtree(SCRATCH, ignore_errors=True)
