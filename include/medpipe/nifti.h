@@ -16,11 +16,14 @@
  * of u8. Complex, float128 and binary data, and dims beyond the 4th with size
  * > 1, are refused with MP_ERR_UNSUPPORTED.
  *
- * Writing: NIfTI-1 little-endian (NIfTI-2 when a dim exceeds 32767 or when
- * asked), sform = vol->affine with meta.sform_code, qform = the rigid part of
- * the affine (nearest rotation by polar decomposition, so an affine with
- * shear keeps it only in the sform) with meta.qform_code; pixdim = column
- * norms of the affine. Output is atomic (temporary file + rename). */
+ * Writing: NIfTI-1 little-endian (NIfTI-2 when asked, when a dim exceeds
+ * 32767, or when scl_slope/scl_inter would not survive float32 storage);
+ * sform = vol->affine with meta.sform_code; qform = the rigid part of the
+ * affine (nearest rotation by polar decomposition, so an affine with shear
+ * keeps it only in the sform) with meta.qform_code; pixdim = column norms of
+ * the affine. A volume with channels is written as 4D (dim[4] = channels).
+ * Output is atomic (temporary file + rename); for a pair the .img is renamed
+ * into place before the .hdr. */
 #ifndef MEDPIPE_NIFTI_H
 #define MEDPIPE_NIFTI_H
 

@@ -31,6 +31,14 @@ static void feed(z_stream *s, const uint8_t *in, size_t len, size_t *fed) {
     }
 }
 
+/* zlib's message, with the trailer checks spelled out. */
+static const char *zlib_reason(const char *msg) {
+    if (!msg) return "inflate failed";
+    if (strcmp(msg, "incorrect data check") == 0) return "CRC-32 mismatch (incorrect data check)";
+    if (strcmp(msg, "incorrect length check") == 0) return "ISIZE mismatch (incorrect length check)";
+    return msg;
+}
+
 /* Streams gzip members from in[start] into out[opos..need) with zlib. Once
  * `need` bytes are out, finishes the current member into a scratch buffer so
  * its CRC and length are still checked. */
@@ -84,7 +92,7 @@ static int zlib_stream(const char *name, const uint8_t *in, size_t len, size_t s
         }
         if (zr != Z_OK && zr != Z_BUF_ERROR) {
             rc = mp_error_set(MP_ERR_FORMAT, "%s: corrupt gzip stream near compressed byte %zu: %s", name, consumed,
-                              s.msg ? s.msg : "inflate failed");
+                              zlib_reason(s.msg));
             break;
         }
     }
@@ -152,7 +160,7 @@ int mp_gz_peek(const char *name, const uint8_t *in, size_t len, uint8_t *out, si
         if (zr == Z_BUF_ERROR && s.avail_in == 0 && fed >= len) break; /* short: caller reports */
         if (zr != Z_OK && zr != Z_BUF_ERROR) {
             rc = mp_error_set(MP_ERR_FORMAT, "%s: corrupt gzip stream near compressed byte %zu: %s", name, consumed,
-                              s.msg ? s.msg : "inflate failed");
+                              zlib_reason(s.msg));
             break;
         }
     }

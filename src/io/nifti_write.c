@@ -7,6 +7,7 @@
 #include "medpipe/core.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,10 +27,20 @@ static int check_vol(const mp_vol_t *v, const char *name) {
     return MP_OK;
 }
 
+/* True when float32 storage would change what x means: turn it infinite or
+ * zero (scl_slope 0 means "no scaling"). */
+static int float32_breaks(double x) {
+    float f = (float)x;
+    return (isfinite(x) && !isfinite(f)) || (x != 0 && f == 0);
+}
+
+/* NIfTI-2 when asked, when a dim does not fit int16, or when the scaling
+ * does not survive NIfTI-1's float32 fields. */
 static int pick_version(const mp_vol_t *v, const mp_image_write_opts_t *opts) {
     int version = opts && opts->nifti_version == 2 ? 2 : 1;
     for (int i = 0; i < 4; i++)
         if (v->dim[i] > 32767) version = 2;
+    if (float32_breaks(v->scl_slope) || float32_breaks(v->scl_inter)) version = 2;
     return version;
 }
 
