@@ -30,5 +30,7 @@ int mp_cli_parse_doubles(const char *s, double *out, int n);
 /* Strict integer / double parsing of a whole string; 0 on success. */
 int mp_cli_parse_int(const char *s, int64_t *out);
 int mp_cli_parse_double(const char *s, double *out);
+/* Sizes like "512M", "16G" (binary units) into bytes; 0 on success. */
+int mp_cli_parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -23,25 +23,6 @@ static void usage(FILE *f) {
                "  --mem-limit SIZE  refuse images larger than SIZE bytes (suffix K, M, G)\n");
 }
 
-static int parse_size(const char *s, uint64_t *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || !(v > 0)) return -1;
-    double mul = 1;
-    switch (toupper((unsigned char)*end)) {
-    case 'K': mul = 1024.0; end++; break;
-    case 'M': mul = 1048576.0; end++; break;
-    case 'G': mul = 1073741824.0; end++; break;
-    case 'T': mul = 1099511627776.0; end++; break;
-    default: break;
-    }
-    if (toupper((unsigned char)*end) == 'I') end++;
-    if (toupper((unsigned char)*end) == 'B') end++;
-    if (*end || v * mul > 1.8e19) return -1;
-    *out = (uint64_t)(v * mul);
-    return 0;
-}
-
 typedef struct {
     const char *in, *out;
     int has_dtype;
@@ -72,7 +53,7 @@ static int parse_args(args_t *a, int argc, char **argv) {
             a->wo.gzip_level = (int)lv;
         } else if (strcmp(s, "--mem-limit") == 0) {
             uint64_t lim;
-            if (i + 1 >= argc || parse_size(argv[++i], &lim))
+            if (i + 1 >= argc || mp_cli_parse_size(argv[++i], &lim))
                 return mp_cli_usage_error("convert", "--mem-limit needs a size such as 512M or 4G");
             mp_mem_set_limit(lim);
         } else if (s[0] == '-' && s[1]) {

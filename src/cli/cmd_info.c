@@ -19,28 +19,6 @@ static void usage(FILE *f) {
                "  --json            machine-readable output (one JSON object)\n"
                "  --mem-limit SIZE  refuse images larger than SIZE bytes (suffix K, M, G)\n");
 }
-
-/* "512M" -> bytes; 0 on success. Shared with convert until the lead
- * generalises the option. */
-static int parse_size(const char *s, uint64_t *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || !(v > 0)) return -1;
-    double mul = 1;
-    switch (toupper((unsigned char)*end)) {
-    case 'K': mul = 1024.0; end++; break;
-    case 'M': mul = 1048576.0; end++; break;
-    case 'G': mul = 1073741824.0; end++; break;
-    case 'T': mul = 1099511627776.0; end++; break;
-    default: break;
-    }
-    if (toupper((unsigned char)*end) == 'I') end++;
-    if (toupper((unsigned char)*end) == 'B') end++;
-    if (*end || v * mul > 1.8e19) return -1;
-    *out = (uint64_t)(v * mul);
-    return 0;
-}
-
 typedef struct {
     double min, max, mean, sum;
     int64_t nan_count, count;
@@ -165,7 +143,7 @@ int mp_cli_info(int argc, char **argv) {
             json = 1;
         } else if (strcmp(argv[i], "--mem-limit") == 0) {
             uint64_t lim;
-            if (i + 1 >= argc || parse_size(argv[++i], &lim))
+            if (i + 1 >= argc || mp_cli_parse_size(argv[++i], &lim))
                 return mp_cli_usage_error("info", "--mem-limit needs a size such as 512M or 4G");
             mp_mem_set_limit(lim);
         } else if (argv[i][0] == '-' && argv[i][1]) {

@@ -3,6 +3,7 @@
 #include "cli/cli.h"
 #include "medpipe/core.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -77,3 +78,23 @@ static int parse_list(const char *s, void *out, int n, int is_int) {
 
 int mp_cli_parse_ints(const char *s, int64_t *out, int n) { return parse_list(s, out, n, 1); }
 int mp_cli_parse_doubles(const char *s, double *out, int n) { return parse_list(s, out, n, 0); }
+
+/* "512M", "4G", "1.5GiB", "123" -> bytes (binary units). */
+int mp_cli_parse_size(const char *s, uint64_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0)) return -1;
+    double mul = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': mul = 1024.0; end++; break;
+    case 'M': mul = 1048576.0; end++; break;
+    case 'G': mul = 1073741824.0; end++; break;
+    case 'T': mul = 1099511627776.0; end++; break;
+    default: break;
+    }
+    if (toupper((unsigned char)*end) == 'I') end++;
+    if (toupper((unsigned char)*end) == 'B') end++;
+    if (*end || v * mul > 1.8e19) return -1;
+    *out = (uint64_t)(v * mul);
+    return 0;
+}

@@ -19,23 +19,6 @@ static const command_t commands[] = {
     {"evaluate", mp_cli_evaluate, "Dice, IoU, HD95, ASSD, surface Dice of predictions vs references"},
     {"doctor", mp_cli_doctor, "what this machine offers and what medpipe will use"},
 };
-
-/* Parses "123", "64K", "512M", "16G" (binary units) into bytes; 0 on success. */
-static int parse_size(const char *s, uint64_t *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v <= 0) return -1;
-    double mult = 1;
-    if (*end == 'K' || *end == 'k') mult = 1024.0, end++;
-    else if (*end == 'M' || *end == 'm') mult = 1048576.0, end++;
-    else if (*end == 'G' || *end == 'g') mult = 1073741824.0, end++;
-    else if (*end == 'T' || *end == 't') mult = 1099511627776.0, end++;
-    if (*end == 'B' || *end == 'b') end++;
-    if (*end || v * mult >= 1.8e19) return -1;
-    *out = (uint64_t)(v * mult);
-    return 0;
-}
-
 static void usage(FILE *f) {
     fprintf(f, "medpipe %s: 3D medical image segmentation, from DICOM/NIfTI to predictions\n\n", MP_VERSION);
     fprintf(f, "usage: medpipe <command> [options]   ('medpipe <command> --help' for details)\n\n");
@@ -62,7 +45,7 @@ int main(int argc, char **argv) {
             const char *limit = getenv("MEDPIPE_MEM_LIMIT");
             if (limit && *limit) {
                 uint64_t bytes;
-                if (parse_size(limit, &bytes) != 0) {
+                if (mp_cli_parse_size(limit, &bytes) != 0) {
                     fprintf(stderr, "medpipe: MEDPIPE_MEM_LIMIT='%s' is not a size (e.g. 512M, 16G)\n", limit);
                     return MP_EXIT_USAGE;
                 }
