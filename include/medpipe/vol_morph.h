@@ -73,6 +73,12 @@ int mp_vol_keep_largest(mp_vol_t *v, mp_conn_t conn, const int64_t *classes, int
  * so, and the envelope intersections need the headroom. */
 int mp_edt_sq(double *sq, const uint8_t *feature, const int64_t dim[3], const double spacing[3], mp_pool_t *pool);
 
+/* The same, exact only where query[i] != 0 (query NULL = everywhere); other
+ * voxels are left with partial results. Passes skip the lines that lead to
+ * no query voxel: surface distances only need the other surface's voxels. */
+int mp_edt_sq_at(double *sq, const uint8_t *feature, const uint8_t *query, const int64_t dim[3],
+                 const double spacing[3], mp_pool_t *pool);
+
 /* Distance transform of a volume into a new volume of out_dtype (F32 or F64)
  * with the same geometry, using v->spacing. to_zero = 1: distance from each
  * voxel to the nearest zero voxel (0 on zero voxels), as

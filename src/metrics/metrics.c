@@ -108,53 +108,79 @@ static int grid_voxels(const int64_t dim[3], int64_t *nv) {
     return MP_OK;
 }
 
-int mp_surface_distances(double **d_pred, int64_t *n_pred, double **d_ref, int64_t *n_ref, const uint8_t *pred,
-                         const uint8_t *ref, const int64_t dim[3], const double spacing[3], mp_pool_t *pool) {
+/* Buffers reused across classes (fresh large allocations cost page faults). */
+typedef struct {
+    uint8_t *p, *r, *sp, *sr; /* cropped masks and their surfaces */
+    double *sq;
+    int64_t cap;
+} workspace_t;
+
+static void ws_free(workspace_t *w) {
+    mp_free(w->p);
+    mp_free(w->r);
+    mp_free(w->sp);
+    mp_free(w->sr);
+    mp_free(w->sq);
+    memset(w, 0, sizeof *w);
+}
+
+static int ws_reserve(workspace_t *w, int64_t nv) {
+    if (nv <= w->cap) return MP_OK;
+    ws_free(w);
+    w->p = mp_alloc((size_t)nv);
+    w->r = mp_alloc((size_t)nv);
+    w->sp = mp_alloc((size_t)nv);
+    w->sr = mp_alloc((size_t)nv);
+    w->sq = mp_alloc((size_t)nv * sizeof *w->sq);
+    if (!w->p || !w->r || !w->sp || !w->sr || !w->sq) {
+        ws_free(w);
+        return mp_error_set(MP_ERR_NOMEM, "surface distances: out of memory");
+    }
+    w->cap = nv;
+    return MP_OK;
+}
+
+static int surface_distances_ws(workspace_t *w, double **d_pred, int64_t *n_pred, double **d_ref, int64_t *n_ref,
+                                const uint8_t *pred, const uint8_t *ref, const int64_t dim[3],
+                                const double spacing[3], mp_pool_t *pool) {
     *d_pred = *d_ref = NULL;
     *n_pred = *n_ref = 0;
     int64_t nv;
     int rc = grid_voxels(dim, &nv);
-    if (rc) return rc;
-    uint8_t *sp = mp_alloc((size_t)nv), *sr = mp_alloc((size_t)nv);
-    double *sq = mp_alloc((size_t)nv * sizeof *sq), *dp = NULL, *dr = NULL;
-    if (!sp || !sr || !sq) {
-        rc = mp_error_set(MP_ERR_NOMEM, "surface distances: out of memory");
-        goto done;
-    }
-    int64_t np = surface(sp, pred, dim), nr = surface(sr, ref, dim);
-    dp = np ? mp_alloc((size_t)np * sizeof *dp) : NULL;
-    dr = nr ? mp_alloc((size_t)nr * sizeof *dr) : NULL;
+    if (rc || (rc = ws_reserve(w, nv))) return rc;
+    int64_t np = surface(w->sp, pred, dim), nr = surface(w->sr, ref, dim);
+    double *dp = np ? mp_alloc((size_t)np * sizeof *dp) : NULL;
+    double *dr = nr ? mp_alloc((size_t)nr * sizeof *dr) : NULL;
     if ((np && !dp) || (nr && !dr)) {
         rc = mp_error_set(MP_ERR_NOMEM, "surface distances: out of memory");
-        goto done;
+        goto fail;
     }
-    if (np) {
-        if (nr) {
-            if ((rc = mp_edt_sq(sq, sr, dim, spacing, pool))) goto done;
-            gather_dist(dp, sq, sp, nv);
-        } else {
-            for (int64_t i = 0; i < np; i++) dp[i] = INFINITY;
-        }
-    }
-    if (nr) {
-        if (np) {
-            if ((rc = mp_edt_sq(sq, sp, dim, spacing, pool))) goto done;
-            gather_dist(dr, sq, sr, nv);
-        } else {
-            for (int64_t i = 0; i < nr; i++) dr[i] = INFINITY;
-        }
+    /* Each transform is only needed at the other surface's voxels. */
+    if (np && nr) {
+        if ((rc = mp_edt_sq_at(w->sq, w->sr, w->sp, dim, spacing, pool))) goto fail;
+        gather_dist(dp, w->sq, w->sp, nv);
+        if ((rc = mp_edt_sq_at(w->sq, w->sp, w->sr, dim, spacing, pool))) goto fail;
+        gather_dist(dr, w->sq, w->sr, nv);
+    } else {
+        for (int64_t i = 0; i < np; i++) dp[i] = INFINITY;
+        for (int64_t i = 0; i < nr; i++) dr[i] = INFINITY;
     }
     *d_pred = dp;
     *d_ref = dr;
     *n_pred = np;
     *n_ref = nr;
-    dp = dr = NULL;
-done:
-    mp_free(sp);
-    mp_free(sr);
-    mp_free(sq);
+    return MP_OK;
+fail:
     mp_free(dp);
     mp_free(dr);
+    return rc;
+}
+
+int mp_surface_distances(double **d_pred, int64_t *n_pred, double **d_ref, int64_t *n_ref, const uint8_t *pred,
+                         const uint8_t *ref, const int64_t dim[3], const double spacing[3], mp_pool_t *pool) {
+    workspace_t w = {0};
+    int rc = surface_distances_ws(&w, d_pred, n_pred, d_ref, n_ref, pred, ref, dim, spacing, pool);
+    ws_free(&w);
     return rc;
 }
 
@@ -254,18 +280,15 @@ static int count_classes(class_acc_t *total, const uint16_t *kp, const uint16_t 
 /* Surface metrics of class `key` on its bounding box. */
 static int class_surface(mp_class_metrics_t *m, const class_acc_t *a, uint16_t key, const uint16_t *kp,
                          const uint16_t *kr, const int64_t dim[3], const double spacing[3],
-                         const mp_metrics_opts_t *o) {
+                         const mp_metrics_opts_t *o, workspace_t *w) {
     int64_t bd[3], nb = 1;
     for (int d = 0; d < 3; d++) {
         bd[d] = a->hi[d] - a->lo[d] + 1;
         nb *= bd[d];
     }
-    uint8_t *p = mp_alloc((size_t)nb), *r = mp_alloc((size_t)nb);
-    if (!p || !r) {
-        mp_free(p);
-        mp_free(r);
-        return mp_error_set(MP_ERR_NOMEM, "metrics: out of memory");
-    }
+    int rc = ws_reserve(w, nb);
+    if (rc) return rc;
+    uint8_t *p = w->p, *r = w->r;
     int64_t j = 0;
     for (int64_t z = a->lo[2]; z <= a->hi[2]; z++)
         for (int64_t y = a->lo[1]; y <= a->hi[1]; y++) {
@@ -277,10 +300,7 @@ static int class_surface(mp_class_metrics_t *m, const class_acc_t *a, uint16_t k
         }
     double *dp, *dr;
     int64_t np, nr;
-    int rc = mp_surface_distances(&dp, &np, &dr, &nr, p, r, bd, spacing, o->pool);
-    mp_free(p);
-    mp_free(r);
-    if (rc) return rc;
+    if ((rc = surface_distances_ws(w, &dp, &np, &dr, &nr, p, r, bd, spacing, o->pool))) return rc;
     if (np && nr) distance_stats(m, dp, np, dr, nr, o->tolerance_mm);
     else rc = mp_error_set(MP_ERR_INTERNAL, "metrics: empty surface of a non-empty class %lld", (long long)m->label);
     mp_free(dp);
@@ -321,6 +341,7 @@ static int metrics_keys(mp_class_metrics_t *out, const uint16_t *kp, const uint1
     if (!acc) return mp_error_set(MP_ERR_NOMEM, "metrics: out of memory");
     int rc = count_classes(acc, kp, kr, dim, n_labels + 1, opts->pool);
     int64_t nv = dim[0] * dim[1] * dim[2];
+    workspace_t ws = {0};
     for (int k = 0; k < n_labels && !rc; k++) {
         const class_acc_t *a = &acc[k + 1];
         mp_class_metrics_t *m = &out[k];
@@ -331,8 +352,9 @@ static int metrics_keys(mp_class_metrics_t *out, const uint16_t *kp, const uint1
             m->nsd = 0;
             continue;
         }
-        rc = class_surface(m, a, (uint16_t)(k + 1), kp, kr, dim, spacing, opts);
+        rc = class_surface(m, a, (uint16_t)(k + 1), kp, kr, dim, spacing, opts, &ws);
     }
+    ws_free(&ws);
     free(acc);
     return rc;
 }

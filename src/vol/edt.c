@@ -18,7 +18,8 @@
 typedef struct {
     double *buf; /* TILE * n gathered column values */
     double *out; /* n */
-    double *z;   /* n + 1 envelope boundaries */
+    double *g;   /* n + 1: f / s^2 + q^2 of the envelope sites */
+    double *zn, *zd; /* n + 1: where each site's interval starts, as a fraction */
     int64_t *v;  /* n envelope sites */
 } scratch_t;
 
@@ -30,36 +31,53 @@ typedef struct {
     int axis;     /* 1 (y) or 2 (z) for the envelope passes */
     int64_t ntile; /* tiles of TILE columns along x */
     scratch_t *scratch; /* one per worker */
+    const uint8_t *xneed; /* NULL, or per x: some query voxel has this x */
+    const uint8_t *colq;  /* NULL, or per (x, y): the z column holds a query voxel */
 } edt_ctx_t;
 
 /* Lower envelope of the parabolas rooted at the finite f[p]; d[q] receives
- * min_p f[p] + (s (q - p))^2, or +inf on every q when all f are infinite. */
-static void envelope_line(double *d, const double *f, int64_t n, double s, int64_t *v, double *z) {
+ * min_p f[p] + (s (q - p))^2, or +inf on every q when all f are infinite.
+ * In index units the parabola of p is s^2 ((q - p)^2 + f[p] / s^2), so two
+ * parabolas p < q cross at (g[q] - g[p]) / (2 (q - p)) with g = f / s^2 + q^2.
+ * Crossings are kept as numerator / denominator pairs (denominators > 0) and
+ * compared by cross-multiplying: no division in the inner loops. */
+static void envelope_line(double *d, const double *f, int64_t n, double s, const scratch_t *w) {
     const double inv_s2 = 1.0 / (s * s);
+    int64_t *v = w->v;
+    double *g = w->g, *zn = w->zn, *zd = w->zd;
     int64_t k = -1;
     for (int64_t q = 0; q < n; q++) {
         if (f[q] == INFINITY) continue;
-        double sx = -INFINITY;
-        while (k >= 0) {
-            int64_t p = v[k];
-            /* Intersection of the parabolas of p and q, in index units. */
-            sx = ((f[q] - f[p]) * inv_s2 + (double)(q * q - p * p)) / (double)(2 * (q - p));
-            if (sx <= z[k]) k--;
+        double gq = f[q] * inv_s2 + (double)(q * q);
+        if (k < 0) {
+            k = 0;
+            v[0] = q;
+            g[0] = gq;
+            continue;
+        }
+        double num, den;
+        for (;;) {
+            num = gq - g[k];
+            den = (double)(2 * (q - v[k]));
+            /* v[k] is hidden when q overtakes it before its interval starts. */
+            if (k > 0 && num * zd[k] <= zn[k] * den) k--;
             else break;
         }
-        if (k < 0) sx = -INFINITY;
         k++;
         v[k] = q;
-        z[k] = sx;
+        g[k] = gq;
+        zn[k] = num;
+        zd[k] = den;
     }
     if (k < 0) {
         for (int64_t q = 0; q < n; q++) d[q] = INFINITY;
         return;
     }
-    z[k + 1] = INFINITY;
+    zn[k + 1] = 1; /* +inf: 1 < q * 0 never holds */
+    zd[k + 1] = 0;
     int64_t j = 0;
     for (int64_t q = 0; q < n; q++) {
-        while (z[j + 1] < (double)q) j++;
+        while (zn[j + 1] < (double)q * zd[j + 1]) j++;
         double t = (double)(q - v[j]) * s;
         d[q] = f[v[j]] + t * t;
     }
@@ -80,13 +98,11 @@ static void pass_x(void *ctxp, int64_t begin, int64_t end, int worker) {
             double t = (double)(x - last) * s;
             d[x] = last < 0 ? INFINITY : t * t;
         }
-        last = -1;
-        for (int64_t x = nx - 1; x >= 0; x--) {
+        /* Right of the last feature the forward distances are final. */
+        for (int64_t x = last - 1; x >= 0; x--) {
             if (f[x]) last = x;
-            if (last >= 0) {
-                double t = (double)(last - x) * s;
-                if (t * t < d[x]) d[x] = t * t;
-            }
+            double t = (double)(last - x) * s;
+            if (t * t < d[x]) d[x] = t * t;
         }
     }
 }
@@ -102,11 +118,18 @@ static void pass_envelope(void *ctxp, int64_t begin, int64_t end, int worker) {
     for (int64_t u = begin; u < end; u++) {
         int64_t other = u / c->ntile, x0 = (u % c->ntile) * TILE;
         int64_t width = nx - x0 < TILE ? nx - x0 : TILE;
+        const uint8_t *need = c->xneed ? (c->axis == 1 ? c->xneed : c->colq + nx * other) + x0 : NULL;
+        if (need) {
+            int any = 0;
+            for (int64_t t = 0; t < width; t++) any |= need[t];
+            if (!any) continue;
+        }
         double *base = c->sq + x0 + (c->axis == 1 ? nx * ny * other : nx * other);
         for (int64_t q = 0; q < n; q++)
             for (int64_t t = 0; t < width; t++) w->buf[t * n + q] = base[q * stride + t];
         for (int64_t t = 0; t < width; t++) {
-            envelope_line(w->out, w->buf + t * n, n, s, w->v, w->z);
+            if (need && !need[t]) continue;
+            envelope_line(w->out, w->buf + t * n, n, s, w);
             memcpy(w->buf + t * n, w->out, (size_t)n * sizeof(double));
         }
         for (int64_t q = 0; q < n; q++)
@@ -119,7 +142,9 @@ static void scratch_free(scratch_t *s, int count) {
     for (int i = 0; i < count; i++) {
         free(s[i].buf);
         free(s[i].out);
-        free(s[i].z);
+        free(s[i].g);
+        free(s[i].zn);
+        free(s[i].zd);
         free(s[i].v);
     }
     free(s);
@@ -131,9 +156,11 @@ static scratch_t *scratch_create(int count, int64_t n) {
     for (int i = 0; i < count; i++) {
         s[i].buf = malloc((size_t)(TILE * n) * sizeof(double));
         s[i].out = malloc((size_t)n * sizeof(double));
-        s[i].z = malloc((size_t)(n + 1) * sizeof(double));
+        s[i].g = malloc((size_t)(n + 1) * sizeof(double));
+        s[i].zn = malloc((size_t)(n + 1) * sizeof(double));
+        s[i].zd = malloc((size_t)(n + 1) * sizeof(double));
         s[i].v = malloc((size_t)n * sizeof(int64_t));
-        if (!s[i].buf || !s[i].out || !s[i].z || !s[i].v) {
+        if (!s[i].buf || !s[i].out || !s[i].g || !s[i].zn || !s[i].zd || !s[i].v) {
             scratch_free(s, count);
             return NULL;
         }
@@ -141,21 +168,52 @@ static scratch_t *scratch_create(int count, int64_t n) {
     return s;
 }
 
-int mp_edt_sq(double *sq, const uint8_t *feature, const int64_t dim[3], const double spacing[3], mp_pool_t *pool) {
+/* Marks the z columns and the x positions that hold query voxels. */
+static int query_flags(uint8_t **colq, uint8_t **xneed, const uint8_t *query, const int64_t dim[3]) {
+    const int64_t nx = dim[0], nxy = dim[0] * dim[1];
+    uint8_t *cq = calloc((size_t)nxy, 1), *xn = calloc((size_t)nx, 1);
+    if (!cq || !xn) {
+        free(cq);
+        free(xn);
+        return mp_error_set(MP_ERR_NOMEM, "distance transform: out of memory");
+    }
+    for (int64_t z = 0; z < dim[2]; z++) {
+        const uint8_t *qz = query + nxy * z;
+        for (int64_t i = 0; i < nxy; i++) cq[i] |= qz[i] != 0;
+    }
+    for (int64_t i = 0; i < nxy; i++) xn[i % nx] |= cq[i];
+    *colq = cq;
+    *xneed = xn;
+    return MP_OK;
+}
+
+int mp_edt_sq_at(double *sq, const uint8_t *feature, const uint8_t *query, const int64_t dim[3],
+                 const double spacing[3], mp_pool_t *pool) {
     for (int a = 0; a < 3; a++) {
         if (dim[a] < 1 || dim[a] > ((int64_t)1 << 31))
             return mp_error_set(MP_ERR_ARG, "distance transform: dimension %d is %lld", a, (long long)dim[a]);
         if (!(spacing[a] > 0) || !isfinite(spacing[a]))
             return mp_error_set(MP_ERR_ARG, "distance transform: spacing %d is %g (must be > 0)", a, spacing[a]);
     }
-    edt_ctx_t c = {sq, feature, dim[0], dim[1], dim[2], {spacing[0], spacing[1], spacing[2]}, 0, 0, NULL};
+    edt_ctx_t c = {sq, feature, dim[0], dim[1], dim[2], {spacing[0], spacing[1], spacing[2]}, 0, 0, NULL, NULL, NULL};
     c.ntile = (c.nx + TILE - 1) / TILE;
     int workers = pool ? mp_pool_threads(pool) : 1;
     int64_t n = c.ny > c.nz ? c.ny : c.nz;
-    if ((uint64_t)workers * (uint64_t)(TILE + 3) * (uint64_t)(n + 1) * 8 > mp_mem_limit())
+    if ((uint64_t)workers * (uint64_t)(TILE + 5) * (uint64_t)(n + 1) * 8 > mp_mem_limit())
         return mp_error_set(MP_ERR_LIMIT, "distance transform: scratch exceeds the memory limit");
+    uint8_t *colq = NULL, *xneed = NULL;
+    if (query) {
+        int rc = query_flags(&colq, &xneed, query, dim);
+        if (rc) return rc;
+        c.colq = colq;
+        c.xneed = xneed;
+    }
     c.scratch = scratch_create(workers, n);
-    if (!c.scratch) return mp_error_set(MP_ERR_NOMEM, "distance transform: out of memory");
+    if (!c.scratch) {
+        free(colq);
+        free(xneed);
+        return mp_error_set(MP_ERR_NOMEM, "distance transform: out of memory");
+    }
     mp_pool_parallel_for(pool, c.ny * c.nz, pass_x, &c);
     if (c.ny > 1) {
         c.axis = 1;
@@ -166,7 +224,13 @@ int mp_edt_sq(double *sq, const uint8_t *feature, const int64_t dim[3], const do
         mp_pool_parallel_for(pool, c.ny * c.ntile, pass_envelope, &c);
     }
     scratch_free(c.scratch, workers);
+    free(colq);
+    free(xneed);
     return MP_OK;
+}
+
+int mp_edt_sq(double *sq, const uint8_t *feature, const int64_t dim[3], const double spacing[3], mp_pool_t *pool) {
+    return mp_edt_sq_at(sq, feature, NULL, dim, spacing, pool);
 }
 
 int mp_vol_edt(mp_vol_t **out, const mp_vol_t *v, int to_zero, mp_dtype_t out_dtype, mp_pool_t *pool) {
