@@ -333,6 +333,7 @@ static void test_summary_json(void) {
     cJSON_Delete(root);
     free(s);
     remove(path);
+    rmdir(mp_test_tmpdir("metrics-json"));
     /* An all-NaN mean stays NaN (written null). */
     mp_class_metrics_t mean1;
     mp_metrics_nanmean(&mean1, &c2[1], 1, 1);
