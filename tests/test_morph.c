@@ -169,6 +169,36 @@ static void test_label_values(void) {
     mp_vol_free(v);
 }
 
+/* The typed fast paths (unscaled integers) and the generic path (floats,
+ * scaled values) must agree for every data type. */
+static void test_label_index_dtypes(void) {
+    const int64_t dim[4] = {50, 3, 2, 1};
+    mp_rng_t r;
+    mp_rng_init(&r, 4, 0);
+    const double pool[6] = {0, 1, 2, 7, 100, 0};
+    double vals[300];
+    for (int i = 0; i < 300; i++) vals[i] = pool[mp_rng_below(&r, 6)];
+    const int64_t labels[3] = {7, 1, 100};
+    uint16_t want[300], got[300];
+    for (int i = 0; i < 300; i++) want[i] = vals[i] == 7 ? 1 : vals[i] == 1 ? 2 : vals[i] == 100 ? 3 : 0;
+    for (int t = 0; t < MP_DTYPE_COUNT; t++) {
+        for (int scaled = 0; scaled < 2; scaled++) {
+            mp_vol_t *v;
+            MP_CHECK_OK(mp_vol_create(&v, dim, (mp_dtype_t)t));
+            for (int i = 0; i < 300; i++) mp_vol_set(v, i, scaled ? vals[i] + 3 : vals[i]);
+            if (scaled) v->scl_inter = -3; /* real = stored - 3: the generic path */
+            MP_CHECK_OK(mp_vol_label_index(got, v, labels, 3));
+            MP_CHECKF(memcmp(got, want, sizeof want) == 0, "dtype %s scaled %d", mp_dtype_name((mp_dtype_t)t), scaled);
+            int64_t *lv;
+            int n;
+            MP_CHECK_OK(mp_vol_label_values(&lv, &n, v));
+            MP_CHECK(n == 4 && lv[0] == 1 && lv[1] == 2 && lv[2] == 7 && lv[3] == 100);
+            mp_free(lv);
+            mp_vol_free(v);
+        }
+    }
+}
+
 static void test_keep_largest(void) {
     const int64_t d[3] = {7, 3, 1};
     /* class 1: blob A (5 voxels, left) and blob B (2 voxels); class 2 touches B. */
@@ -352,6 +382,7 @@ int main(void) {
     MP_RUN(test_cc_matches_flood_fill);
     MP_RUN(test_vol_cc_per_value);
     MP_RUN(test_label_values);
+    MP_RUN(test_label_index_dtypes);
     MP_RUN(test_keep_largest);
     MP_RUN(test_edt_single_point_anisotropic);
     MP_RUN(test_edt_planes_and_empty);

@@ -63,6 +63,91 @@ static int64_t search_i64(const int64_t *a, int64_t n, int64_t value) {
     return -lo - 1;
 }
 
+/* Adds x to the sorted set vals[0..*count). */
+static int insert_value(int64_t *vals, int64_t *count, int64_t x) {
+    int64_t at = search_i64(vals, *count, x);
+    if (at >= 0) return MP_OK;
+    if (*count == MP_LABEL_MAX_CLASSES)
+        return mp_error_set(MP_ERR_LIMIT, "the label map holds more than %d distinct labels", MP_LABEL_MAX_CLASSES);
+    at = -at - 1;
+    memmove(vals + at + 1, vals + at, (size_t)(*count - at) * sizeof *vals);
+    vals[at] = x;
+    (*count)++;
+    return MP_OK;
+}
+
+typedef struct {
+    int64_t value;
+    int index;
+} label_slot_t;
+
+/* Requested labels sorted by value, with their positions in the request. */
+typedef struct {
+    const int64_t *sorted;
+    const label_slot_t *slots;
+    int n;
+} label_map_t;
+
+static inline uint16_t map_key(const label_map_t *m, int64_t x) {
+    int64_t at = search_i64(m->sorted, m->n, x);
+    return at >= 0 ? (uint16_t)(m->slots[at].index + 1) : 0;
+}
+
+/* Fast paths for unscaled integer label maps (the usual case): typed loops,
+ * with the label lookup repeated only where the value changes. A uint64
+ * value above 2^63 has no int64 label. */
+#define INT_LABEL_PATHS(T, NAME)                                                                       \
+    static int values_##NAME(const void *data, int64_t nv, int64_t *vals, int64_t *count) {            \
+        const T *d = data;                                                                             \
+        T last = 0;                                                                                    \
+        for (int64_t i = 0; i < nv; i++) {                                                             \
+            T x = d[i];                                                                                \
+            if (x == 0 || x == last) continue;                                                         \
+            last = x;                                                                                  \
+            if ((x > 0) != ((int64_t)x > 0))                                                           \
+                return mp_error_set(MP_ERR_FORMAT, "voxel %lld holds a label above 2^63", (long long)i); \
+            int rc = insert_value(vals, count, (int64_t)x);                                            \
+            if (rc) return rc;                                                                         \
+        }                                                                                              \
+        return MP_OK;                                                                                  \
+    }                                                                                                  \
+    static void index_##NAME(uint16_t *keys, const void *data, int64_t nv, const label_map_t *m) {     \
+        const T *d = data;                                                                             \
+        T last = 0;                                                                                    \
+        uint16_t key = map_key(m, 0);                                                                  \
+        for (int64_t i = 0; i < nv; i++) {                                                             \
+            T x = d[i];                                                                                \
+            if (x != last) {                                                                           \
+                last = x;                                                                              \
+                key = (x > 0) == ((int64_t)x > 0) ? map_key(m, (int64_t)x) : 0;                       \
+            }                                                                                          \
+            keys[i] = key;                                                                             \
+        }                                                                                              \
+    }
+INT_LABEL_PATHS(uint8_t, u8)
+INT_LABEL_PATHS(int8_t, i8)
+INT_LABEL_PATHS(uint16_t, u16)
+INT_LABEL_PATHS(int16_t, i16)
+INT_LABEL_PATHS(uint32_t, u32)
+INT_LABEL_PATHS(int32_t, i32)
+INT_LABEL_PATHS(uint64_t, u64)
+INT_LABEL_PATHS(int64_t, i64)
+
+typedef int (*values_fn)(const void *, int64_t, int64_t *, int64_t *);
+typedef void (*index_fn)(uint16_t *, const void *, int64_t, const label_map_t *);
+static const values_fn values_fast[MP_DTYPE_COUNT] = {
+    [MP_DTYPE_U8] = values_u8,   [MP_DTYPE_I8] = values_i8,   [MP_DTYPE_U16] = values_u16,
+    [MP_DTYPE_I16] = values_i16, [MP_DTYPE_U32] = values_u32, [MP_DTYPE_I32] = values_i32,
+    [MP_DTYPE_U64] = values_u64, [MP_DTYPE_I64] = values_i64};
+static const index_fn index_fast[MP_DTYPE_COUNT] = {
+    [MP_DTYPE_U8] = index_u8,   [MP_DTYPE_I8] = index_i8,   [MP_DTYPE_U16] = index_u16,
+    [MP_DTYPE_I16] = index_i16, [MP_DTYPE_U32] = index_u32, [MP_DTYPE_I32] = index_i32,
+    [MP_DTYPE_U64] = index_u64, [MP_DTYPE_I64] = index_i64};
+
+static int fast_ok(const label_reader_t *r) {
+    return r->identity && (unsigned)r->v->dtype < MP_DTYPE_COUNT && values_fast[r->v->dtype];
+}
+
 int mp_vol_label_values(int64_t **values, int *n, const mp_vol_t *v) {
     *values = NULL;
     *n = 0;
@@ -72,38 +157,25 @@ int mp_vol_label_values(int64_t **values, int *n, const mp_vol_t *v) {
     int64_t *vals = mp_alloc(sizeof *vals * MP_LABEL_MAX_CLASSES);
     if (!vals) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     int64_t count = 0, nv = mp_vol_voxels(v), last = 0;
-    for (int64_t i = 0; i < nv; i++) {
-        int64_t x = 0;
-        if ((rc = reader_get(&r, i, &x))) goto fail;
-        if (x == 0 || x == last) continue;
-        last = x;
-        int64_t at = search_i64(vals, count, x);
-        if (at >= 0) continue;
-        if (count == MP_LABEL_MAX_CLASSES) {
-            rc = mp_error_set(MP_ERR_LIMIT, "the label map holds more than %d distinct labels", MP_LABEL_MAX_CLASSES);
-            goto fail;
+    if (fast_ok(&r)) {
+        rc = values_fast[v->dtype](v->data, nv, vals, &count);
+    } else {
+        for (int64_t i = 0; i < nv && !rc; i++) {
+            int64_t x = 0;
+            if ((rc = reader_get(&r, i, &x))) break;
+            if (x == 0 || x == last) continue;
+            last = x;
+            rc = insert_value(vals, &count, x);
         }
-        at = -at - 1;
-        memmove(vals + at + 1, vals + at, (size_t)(count - at) * sizeof *vals);
-        vals[at] = x;
-        count++;
     }
-    if (count == 0) {
+    if (rc || count == 0) {
         mp_free(vals);
-        return MP_OK;
+        return rc;
     }
     *values = vals;
     *n = (int)count;
     return MP_OK;
-fail:
-    mp_free(vals);
-    return rc;
 }
-
-typedef struct {
-    int64_t value;
-    int index;
-} label_slot_t;
 
 static int slot_cmp(const void *a, const void *b) {
     int64_t x = ((const label_slot_t *)a)->value, y = ((const label_slot_t *)b)->value;
@@ -132,17 +204,19 @@ int mp_vol_label_index(uint16_t *keys, const mp_vol_t *v, const int64_t *labels,
             goto done;
         }
     }
+    label_map_t m = {sorted, slots, n_labels};
     int64_t nv = mp_vol_voxels(v), last_value = 0;
-    uint16_t last_key = 0;
-    int have_last = 0;
+    if (fast_ok(&r)) {
+        index_fast[v->dtype](keys, v->data, nv, &m);
+        goto done;
+    }
+    uint16_t last_key = map_key(&m, 0);
     for (int64_t i = 0; i < nv; i++) {
         int64_t x = 0;
         if ((rc = reader_get(&r, i, &x))) goto done;
-        if (!have_last || x != last_value) {
-            int64_t at = search_i64(sorted, n_labels, x);
-            last_key = at >= 0 ? (uint16_t)(slots[at].index + 1) : 0;
+        if (x != last_value) {
+            last_key = map_key(&m, x);
             last_value = x;
-            have_last = 1;
         }
         keys[i] = last_key;
     }
