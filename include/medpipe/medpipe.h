@@ -8,6 +8,9 @@
 #include "medpipe/vol.h"
 #include "medpipe/io.h"
 #include "medpipe/jsonl.h"
+#include "medpipe/metrics.h"
+#include "medpipe/nifti.h"
+#include "medpipe/vol_morph.h"
 #include "medpipe/sysinfo.h"
 
 #endif
