@@ -390,6 +390,11 @@ static void test_series_errors(void) {
 
 /* ---- SEG ---- */
 /* A series from `v` (deterministic UIDs) and its source description. */
+static const char *patient_for(const char *name) {
+    /* One case carries non-ASCII text: SpecificCharacterSet ISO_IR 192. */
+    return strcmp(name, "ct_float") == 0 ? "M\xc3\xbcller^J\xc3\xb6rg" : "Phantom^Sim";
+}
+
 static int series_for(const char *name, const mp_vol_t *v, const char *modality, mp_dicom_source_t *src,
                       mp_dicom_write_info_t *info, uint64_t seed) {
     char dir[700];
@@ -400,7 +405,7 @@ static int series_for(const char *name, const mp_vol_t *v, const char *modality,
     mp_dicom_write_opts_init(&o);
     o.modality = modality;
     o.uid_rng = &rng;
-    o.patient_name = "Phantom^Sim";
+    o.patient_name = patient_for(name);
     o.patient_id = "MP-0001";
     o.patient_birth_date = "19700101";
     o.patient_sex = "O";
@@ -408,7 +413,7 @@ static int series_for(const char *name, const mp_vol_t *v, const char *modality,
     o.study_time = "030405";
     o.accession_number = "ACC42";
     o.study_description = "medpipe synthetic";
-    o.series_description = name;
+    o.series_description = "synthetic phantom";
     o.has_window = 1;
     o.window_center = 40;
     o.window_width = 400;
@@ -417,6 +422,36 @@ static int series_for(const char *name, const mp_vol_t *v, const char *modality,
         return 0;
     }
     return 1;
+}
+
+/* Same seed and dates: byte-identical files, whatever the writer threads did. */
+static void test_series_reproducible(void) {
+    int64_t d[4] = {9, 7, 5, 1};
+    mp_vol_t *v;
+    MP_CHECK_OK(mp_vol_create(&v, d, MP_DTYPE_I16));
+    for (int64_t i = 0; i < mp_vol_voxels(v); i++) mp_vol_set(v, i, f_hu(i));
+    mp_dicom_source_t s1, s2;
+    mp_dicom_write_info_t in;
+    MP_CHECK(series_for("rep1", v, "CT", &s1, &in, 5) && series_for("rep2", v, "CT", &s2, &in, 5));
+    for (int64_t k = 0; k < 5; k++) {
+        char p1[800], p2[800];
+        snprintf(p1, sizeof p1, "%s/rep1/series/IM%05lld.dcm", tmp_root, (long long)(k + 1));
+        snprintf(p2, sizeof p2, "%s/rep2/series/IM%05lld.dcm", tmp_root, (long long)(k + 1));
+        uint8_t *a, *b;
+        size_t na, nb;
+        MP_CHECK_OK(mp_file_read_all(p1, &a, &na));
+        MP_CHECK_OK(mp_file_read_all(p2, &b, &nb));
+        int same = na == nb && memcmp(a, b, na) == 0;
+        free(a);
+        free(b);
+        MP_CHECKF(same, "slice %lld differs between two runs with the same seed", (long long)k);
+        MP_CHECK(strcmp(s1.sop_instance_uid[k], s2.sop_instance_uid[k]) == 0);
+        for (int64_t j = 0; j < k; j++) MP_CHECK(strcmp(s1.sop_instance_uid[k], s1.sop_instance_uid[j]) != 0);
+    }
+    MP_CHECK(strcmp(s1.series_uid, s2.series_uid) == 0 && strcmp(s1.study_uid, s1.series_uid) != 0);
+    mp_dicom_source_deinit(&s1);
+    mp_dicom_source_deinit(&s2);
+    mp_vol_free(v);
 }
 
 static double f_bits(int64_t i) {
@@ -544,8 +579,8 @@ static int describe_series(const char *name, const mp_vol_t *v, const char *moda
     int rc = write_raw(dir, "values.f64", vals, (size_t)n * sizeof *vals);
     free(vals);
     char text[2048];
-    int len = snprintf(text, sizeof text, "kind\tseries\nmodality\t%s\ndims\t%lld %lld %lld\naffine\t", modality,
-                       (long long)v->dim[0], (long long)v->dim[1], (long long)v->dim[2]);
+    int len = snprintf(text, sizeof text, "kind\tseries\nmodality\t%s\npatient\t%s\ndims\t%lld %lld %lld\naffine\t",
+                       modality, patient_for(name), (long long)v->dim[0], (long long)v->dim[1], (long long)v->dim[2]);
     for (int r = 0; r < 4; r++)
         for (int c = 0; c < 4; c++) len += snprintf(text + len, sizeof text - (size_t)len, "%.17g ", v->affine[r][c]);
     len += snprintf(text + len, sizeof text - (size_t)len, "\nexact\t%d\nmax_error\t%.17g\nslope\t%.17g\nintercept\t%.17g\n",
@@ -697,6 +732,7 @@ int main(void) {
     MP_RUN(test_file_meta);
     MP_RUN(test_pixel_plans);
     MP_RUN(test_series_errors);
+    MP_RUN(test_series_reproducible);
     MP_RUN(test_seg_bit_packing);
     MP_RUN(test_seg_errors);
     MP_RUN(test_roundtrip_tools);

@@ -249,8 +249,6 @@ static void put_header(mp_dcmw_buf_t *b, const seg_ctx_t *c) {
     const mp_dicom_seg_opts_t *o = c->o;
     mp_dcmw_charset(b, c->utf8);
     mp_dcmw_str(b, T(0008, 0008), "CS", "DERIVED\\PRIMARY");
-    mp_dcmw_str(b, T(0008, 0012), "DA", c->date);
-    mp_dcmw_str(b, T(0008, 0013), "TM", c->time);
     mp_dcmw_str(b, T(0008, 0016), "UI", SEG_STORAGE);
     mp_dcmw_str(b, T(0008, 0018), "UI", c->sop_uid);
     mp_dcmw_str(b, T(0008, 0020), "DA", s->study_date);

@@ -9,6 +9,7 @@
 #include "medpipe/medpipe.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ void mp_dicom_write_opts_init(mp_dicom_write_opts_t *o) {
 typedef struct {
     int is_signed;
     double slope, inter; /* as written (DS text read back) */
+    int direct;          /* stored int16/uint16 values go out unchanged */
 } pix_plan_t;
 
 typedef struct {
@@ -68,9 +70,27 @@ typedef struct {
 static double vol_slope(const mp_vol_t *v) { return v->scl_slope == 0 ? 1.0 : v->scl_slope; }
 static double vol_inter(const mp_vol_t *v) { return v->scl_slope == 0 ? 0.0 : v->scl_inter; }
 
+/* 16-bit volumes without scaling (the usual CT case): a plain min/max. */
+static int scan_range_16(const mp_vol_t *v, vol_range_t *r) {
+    int64_t n = mp_vol_voxels(v);
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    if (v->dtype == MP_DTYPE_I16) {
+        const int16_t *d = v->data;
+        for (int64_t i = 0; i < n; i++) lo = d[i] < lo ? d[i] : lo, hi = d[i] > hi ? d[i] : hi;
+    } else {
+        const uint16_t *d = v->data;
+        for (int64_t i = 0; i < n; i++) lo = d[i] < lo ? d[i] : lo, hi = d[i] > hi ? d[i] : hi;
+    }
+    r->smin = r->rmin = lo;
+    r->smax = r->rmax = hi;
+    r->s_integral = r->r_integral = 1;
+    return MP_OK;
+}
+
 static int scan_range(const mp_vol_t *v, vol_range_t *r) {
     double vs = vol_slope(v), vi = vol_inter(v);
     int64_t n = mp_vol_voxels(v);
+    if ((v->dtype == MP_DTYPE_I16 || v->dtype == MP_DTYPE_U16) && vs == 1 && vi == 0) return scan_range_16(v, r);
     r->smin = r->rmin = INFINITY;
     r->smax = r->rmax = -INFINITY;
     r->s_integral = r->r_integral = 1;
@@ -151,7 +171,11 @@ static int plan_pixels(const mp_vol_t *v, pix_plan_t *p) {
     double vs = ds_exact(vol_slope(v), &exact), vi = ds_exact(vol_inter(v), &exact);
     int is_unsigned = v->dtype == MP_DTYPE_U8 || v->dtype == MP_DTYPE_U16 || v->dtype == MP_DTYPE_U32 ||
                       v->dtype == MP_DTYPE_U64;
-    if (r.s_integral && exact && plan_integers(p, r.smin, r.smax, vs, vi, is_unsigned)) return MP_OK;
+    if (r.s_integral && exact && plan_integers(p, r.smin, r.smax, vs, vi, is_unsigned)) {
+        p->direct = p->slope == vs && p->inter == vi &&
+                    ((p->is_signed && v->dtype == MP_DTYPE_I16) || (!p->is_signed && v->dtype == MP_DTYPE_U16));
+        return MP_OK;
+    }
     if (r.r_integral && plan_integers(p, r.rmin, r.rmax, 1, 0, 0)) return MP_OK;
     plan_quantized(p, &r);
     return MP_OK;
@@ -161,6 +185,12 @@ static int plan_pixels(const mp_vol_t *v, pix_plan_t *p) {
 static void convert_slice(const mp_vol_t *v, int64_t k, const pix_plan_t *p, uint8_t *out, double *max_err) {
     double vs = vol_slope(v), vi = vol_inter(v);
     int64_t n = v->dim[0] * v->dim[1], base = k * n;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (p->direct) { /* exact by construction: error stays as it is */
+        memcpy(out, (const uint8_t *)v->data + base * 2, (size_t)n * 2);
+        return;
+    }
+#endif
     double lo = p->is_signed ? -32768 : 0, hi = p->is_signed ? 32767 : 65535;
     double err = *max_err;
     for (int64_t i = 0; i < n; i++) {
@@ -194,8 +224,6 @@ static void put_ids_and_dates(mp_dcmw_buf_t *b, const series_ctx_t *c, const cha
     const char *image_type = c->is_mr ? "DERIVED\\SECONDARY\\OTHER" : "DERIVED\\SECONDARY\\AXIAL";
     mp_dcmw_charset(b, c->utf8);
     mp_dcmw_str(b, T(0008, 0008), "CS", image_type);
-    mp_dcmw_str(b, T(0008, 0012), "DA", c->date);
-    mp_dcmw_str(b, T(0008, 0013), "TM", c->time);
     mp_dcmw_str(b, T(0008, 0016), "UI", c->is_mr ? MR_IMAGE_STORAGE : CT_IMAGE_STORAGE);
     mp_dcmw_str(b, T(0008, 0018), "UI", sop_uid);
     mp_dcmw_str(b, T(0008, 0020), "DA", c->study_date);
@@ -342,32 +370,84 @@ static void fill_source(mp_dicom_source_t *s, const series_ctx_t *c) {
     }
 }
 
-static int write_slices(const char *dir, series_ctx_t *c, mp_dicom_write_info_t *info, mp_dicom_source_t *src) {
-    const mp_vol_t *v = c->v;
-    size_t slice_bytes = (size_t)(v->dim[0] * v->dim[1] * 2);
-    uint8_t *pixels = malloc(slice_bytes);
-    size_t plen = strlen(dir) + 96;
+/* Slices are written by several threads: with one fsync per file the time
+ * goes to waiting for the disk, and waits overlap. UIDs are drawn before, in
+ * slice order, so the output does not depend on the thread count. */
+#define WRITE_THREADS 4
+
+typedef struct {
+    series_ctx_t *c;
+    const char *dir;
+    char (*sops)[MP_DICOM_UID_SIZE];
+    atomic_int stop;
+    struct {
+        int rc;
+        char msg[1024];
+        double max_err;
+        int64_t files;
+    } w[WRITE_THREADS];
+} write_job_t;
+
+static int write_one(write_job_t *job, int64_t k, mp_dcmw_buf_t *b, uint8_t *pixels, char *path, size_t plen,
+                     double *max_err) {
+    series_ctx_t *c = job->c;
+    convert_slice(c->v, k, &c->pix, pixels, max_err);
+    mp_dcmw_buf_reset(b);
+    put_ids_and_dates(b, c, job->sops[k]);
+    put_acquisition(b, c);
+    put_plane_and_pixels(b, c, k, pixels);
+    snprintf(path, plen, "%s/%s%05lld.dcm", job->dir, c->o->file_prefix ? c->o->file_prefix : "", (long long)(k + 1));
+    if (b->err) return mp_error_wrap(b->err, "%s: ", path);
+    return mp_dcmw_write_file(path, c->is_mr ? MR_IMAGE_STORAGE : CT_IMAGE_STORAGE, job->sops[k], b);
+}
+
+static void write_range(void *ctxp, int64_t begin, int64_t end, int worker) {
+    write_job_t *job = ctxp;
+    const mp_vol_t *v = job->c->v;
+    size_t plen = strlen(job->dir) + 96;
+    uint8_t *pixels = malloc((size_t)(v->dim[0] * v->dim[1] * 2));
     char *path = malloc(plen);
     mp_dcmw_buf_t b;
     mp_dcmw_buf_init(&b);
     int rc = pixels && path ? MP_OK : mp_error_set(MP_ERR_NOMEM, "DICOM series: out of memory");
-    for (int64_t k = 0; !rc && k < v->dim[2]; k++) {
-        char sop[MP_DICOM_UID_SIZE];
-        rc = mp_dicom_uid_make(sop, c->o->uid_rng);
-        if (rc) break;
-        convert_slice(v, k, &c->pix, pixels, &info->max_abs_error);
-        mp_dcmw_buf_reset(&b);
-        put_ids_and_dates(&b, c, sop);
-        put_acquisition(&b, c);
-        put_plane_and_pixels(&b, c, k, pixels);
-        snprintf(path, plen, "%s/%s%05lld.dcm", dir, c->o->file_prefix ? c->o->file_prefix : "", (long long)(k + 1));
-        rc = b.err ? mp_error_wrap(b.err, "%s: ", path) : mp_dcmw_write_file(path, c->is_mr ? MR_IMAGE_STORAGE : CT_IMAGE_STORAGE, sop, &b);
-        if (!rc && src) copy_text(src->sop_instance_uid[k], MP_DICOM_UID_SIZE, sop);
-        if (!rc) info->files++;
+    for (int64_t k = begin; !rc && k < end && !atomic_load(&job->stop); k++) {
+        rc = write_one(job, k, &b, pixels, path, plen, &job->w[worker].max_err);
+        if (!rc) job->w[worker].files++;
+    }
+    if (rc) {
+        job->w[worker].rc = rc;
+        snprintf(job->w[worker].msg, sizeof job->w[worker].msg, "%s", mp_error_message());
+        atomic_store(&job->stop, 1);
     }
     mp_dcmw_buf_deinit(&b);
     free(pixels);
     free(path);
+}
+
+static int write_slices(const char *dir, series_ctx_t *c, mp_dicom_write_info_t *info, mp_dicom_source_t *src) {
+    int64_t nz = c->v->dim[2];
+    write_job_t *job = calloc(1, sizeof *job);
+    char(*sops)[MP_DICOM_UID_SIZE] = src ? src->sop_instance_uid : calloc((size_t)nz, MP_DICOM_UID_SIZE);
+    int rc = job && sops ? MP_OK : mp_error_set(MP_ERR_NOMEM, "DICOM series: out of memory");
+    for (int64_t k = 0; !rc && k < nz; k++) rc = mp_dicom_uid_make(sops[k], c->o->uid_rng);
+    mp_pool_t *pool = NULL;
+    if (!rc) {
+        job->c = c;
+        job->dir = dir;
+        job->sops = sops;
+        atomic_init(&job->stop, 0);
+        int threads = nz < WRITE_THREADS ? (int)nz : WRITE_THREADS;
+        pool = threads > 1 ? mp_pool_create(threads) : NULL; /* NULL: run in this thread */
+        mp_pool_parallel_for(pool, nz, write_range, job);
+        for (int w = 0; w < WRITE_THREADS; w++) {
+            info->files += job->w[w].files;
+            if (job->w[w].max_err > info->max_abs_error) info->max_abs_error = job->w[w].max_err;
+            if (!rc && job->w[w].rc) rc = mp_error_set(job->w[w].rc, "%s", job->w[w].msg);
+        }
+    }
+    mp_pool_free(pool);
+    if (!src) free(sops);
+    free(job);
     return rc;
 }
 

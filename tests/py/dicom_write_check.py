@@ -47,7 +47,7 @@ WARNINGS = set()
 def read_case(d):
     info = {}
     segs = []
-    with open(os.path.join(d, "case.txt")) as f:
+    with open(os.path.join(d, "case.txt"), encoding="utf-8") as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
             if parts[0] == "segment":
@@ -114,6 +114,9 @@ def check_series_headers(info, dims, dss):
         for key in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "PatientID"):
             assert getattr(ds, key) == getattr(dss[0], key), key
         assert (ds.Rows, ds.Columns) == (ny, nx)
+        assert str(ds.PatientName) == info["patient"], (str(ds.PatientName), info["patient"])
+        ascii_only = all(ord(ch) < 128 for ch in info["patient"])
+        assert getattr(ds, "SpecificCharacterSet", None) == (None if ascii_only else "ISO_IR 192")
     assert len(sops) == nz, "SOP instance UIDs are not unique"
 
 
