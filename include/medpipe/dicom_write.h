@@ -111,8 +111,9 @@ typedef struct {
 
 /* Writes `vol` (one channel, any integer or float type) as a folder of
  * single-frame images, one per z index, named <prefix>NNNNN.dcm with
- * InstanceNumber k+1 for slice k. Pixel values: integer volumes whose stored
- * values fit int16 (uint16) are written as they are, with the volume's
+ * InstanceNumber k+1 for slice k (written by up to 4 threads; the bytes do
+ * not depend on it). Pixel values: integer volumes whose stored values fit
+ * int16 (uint16; unsigned types prefer uint16) are written as they are, with the volume's
  * scl_slope/scl_inter as RescaleSlope/Intercept (1 and 0 normally, so CT
  * values in HU stay exact); wider integer ranges of at most 65536 values get
  * an integer intercept; float volumes holding integers are written exactly;
