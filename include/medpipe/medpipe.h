@@ -7,6 +7,7 @@
 #include "medpipe/core.h"
 #include "medpipe/vol.h"
 #include "medpipe/io.h"
+#include "medpipe/dicom_write.h"
 #include "medpipe/jsonl.h"
 #include "medpipe/metrics.h"
 #include "medpipe/nifti.h"
