@@ -24,6 +24,7 @@ typedef struct {
     uint8_t *ok;           /* inside [-0.5, n - 0.5] */
     int64_t n_out;
     int64_t lo, hi;        /* input indices used by the inside entries: [lo, hi) */
+    int64_t ok_lo, ok_hi;  /* the inside entries: [ok_lo, ok_hi) (a linear map's are contiguous) */
 } axis_tab_t;
 
 typedef struct {
@@ -98,6 +99,12 @@ static int tab_build(axis_tab_t *t, int64_t n_out, int64_t n_in, double a, doubl
         }
     }
     if (t->hi < t->lo) t->lo = t->hi = 0;
+    t->ok_lo = 0;
+    while (t->ok_lo < n_out && !t->ok[t->ok_lo]) t->ok_lo++;
+    t->ok_hi = t->ok_lo;
+    while (t->ok_hi < n_out && t->ok[t->ok_hi]) t->ok_hi++;
+    for (int64_t o = t->ok_hi; o < n_out; o++)
+        if (t->ok[o]) return mp_error_set(MP_ERR_INTERNAL, "resample: inside samples are not contiguous");
     return MP_OK;
 }
 
@@ -185,39 +192,45 @@ static void fill_row(const rs_job_t *j, uint8_t *orow, int64_t n) {
     }
 }
 
+/* x pass of trilinear: out[ox] = t[i0] + w * (t[i0 + 1] - t[i0]) over the
+ * inside interval, fill outside. t[hi] repeats t[hi - 1] so the last voxel
+ * (i0 = n - 1, w = 0) needs no special case; the loop has no branches. */
+#define XPASS_DEF(NAME, ACC, W)                                                                   \
+    static void NAME(const rs_job_t *j, ACC *t, float *o) {                                      \
+        const axis_tab_t *tx = &j->t[0];                                                         \
+        const int64_t *i0 = tx->i0;                                                              \
+        const W *w = sizeof(W) == 4 ? (const W *)(const void *)tx->wf : (const W *)(const void *)tx->w; \
+        t[tx->hi] = t[tx->hi - 1];                                                               \
+        for (int64_t ox = 0; ox < tx->ok_lo; ox++) o[ox] = j->fill_f;                            \
+        for (int64_t ox = tx->ok_lo; ox < tx->ok_hi; ox++) {                                     \
+            ACC a = t[i0[ox]], b = t[i0[ox] + 1];                                                \
+            o[ox] = (float)(a + w[ox] * (b - a));                                                \
+        }                                                                                        \
+        for (int64_t ox = tx->ok_hi; ox < tx->n_out; ox++) o[ox] = j->fill_f;                    \
+    }
+XPASS_DEF(xpass_float, float, float)
+XPASS_DEF(xpass_double, double, double)
+
 static void linear_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, float *o, int worker) {
     const axis_tab_t *tx = &j->t[0], *ty = &j->t[1], *tz = &j->t[2];
     const mp_vol_t *in = j->in;
+    if (tx->ok_hi <= tx->ok_lo) {
+        for (int64_t ox = 0; ox < tx->n_out; ox++) o[ox] = j->fill_f;
+        return;
+    }
     int64_t y0 = ty->i0[oy], y1 = ty->i1[oy], z0 = tz->i0[oz], z1 = tz->i1[oz];
     const uint8_t *b00 = in_elem(in, in_index(in, c, 0, y0, z0)), *b01 = in_elem(in, in_index(in, c, 0, y1, z0));
     const uint8_t *b10 = in_elem(in, in_index(in, c, 0, y0, z1)), *b11 = in_elem(in, in_index(in, c, 0, y1, z1));
-    int scaled = j->slope != 1 || j->inter != 0;
     void *tmp = j->tmp + (size_t)worker * j->tmp_stride;
     if (!j->wide) {
-        float *t = tmp;
-        blend_float(in->dtype)(b00, b01, b10, b11, ty->wf[oy], tz->wf[oz], tx->lo, tx->hi, t);
-        for (int64_t ox = 0; ox < tx->n_out; ox++) {
-            if (!tx->ok[ox]) {
-                o[ox] = j->fill_f;
-                continue;
-            }
-            float a = t[tx->i0[ox]], b = t[tx->i1[ox]];
-            float r = a + tx->wf[ox] * (b - a);
-            o[ox] = scaled ? (float)(r * j->slope + j->inter) : r;
-        }
+        blend_float(in->dtype)(b00, b01, b10, b11, ty->wf[oy], tz->wf[oz], tx->lo, tx->hi, tmp);
+        xpass_float(j, tmp, o);
     } else {
-        double *t = tmp;
-        blend_double(in->dtype)(b00, b01, b10, b11, ty->w[oy], tz->w[oz], tx->lo, tx->hi, t);
-        for (int64_t ox = 0; ox < tx->n_out; ox++) {
-            if (!tx->ok[ox]) {
-                o[ox] = j->fill_f;
-                continue;
-            }
-            double a = t[tx->i0[ox]], b = t[tx->i1[ox]];
-            double r = a + tx->w[ox] * (b - a);
-            o[ox] = (float)(scaled ? r * j->slope + j->inter : r);
-        }
+        blend_double(in->dtype)(b00, b01, b10, b11, ty->w[oy], tz->w[oz], tx->lo, tx->hi, tmp);
+        xpass_double(j, tmp, o);
     }
+    if (j->slope != 1 || j->inter != 0)
+        for (int64_t ox = tx->ok_lo; ox < tx->ok_hi; ox++) o[ox] = (float)(o[ox] * j->slope + j->inter);
 }
 
 static void nearest_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, uint8_t *o) {
@@ -230,21 +243,42 @@ static void nearest_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, ui
     }
 }
 
-/* Per-label linear vote among up to 8 neighbours (element index, weight):
- * weights of equal labels (same stored bits) add up; the largest total wins,
- * ties go to the smaller label value. Returns the winner's element index. */
+/* Bit pattern of element idx (labels compare by stored bits). */
+static inline uint64_t elem_bits(const uint8_t *data, size_t es, int64_t idx) {
+    const uint8_t *p = data + (size_t)idx * es;
+    switch (es) {
+    case 1: return *p;
+    case 2: { uint16_t x; memcpy(&x, p, 2); return x; }
+    case 4: { uint32_t x; memcpy(&x, p, 4); return x; }
+    default: { uint64_t x; memcpy(&x, p, 8); return x; }
+    }
+}
+
+/* Per-label linear vote among the 8 neighbours (element index, weight):
+ * weights of equal labels add up; the largest total wins, ties go to the
+ * smaller label value. Returns the winner's element index. When all
+ * neighbours agree (most voxels) that label wins without summing. */
 static int64_t label_vote(const mp_vol_t *in, const int64_t idx[8], const double w[8]) {
     const size_t es = mp_dtype_size(in->dtype);
+    const uint8_t *data = in->data;
+    uint64_t bits[8];
+    int same = 1;
+    for (int k = 0; k < 8; k++) {
+        bits[k] = elem_bits(data, es, idx[k]);
+        same &= bits[k] == bits[0];
+    }
+    if (same) return idx[0];
     int64_t lab[8];
+    uint64_t lbits[8];
     double tot[8];
     int nl = 0;
     for (int k = 0; k < 8; k++) {
         if (!(w[k] > 0)) continue;
-        const uint8_t *e = in_elem(in, idx[k]);
         int l = 0;
-        while (l < nl && memcmp(in_elem(in, lab[l]), e, es) != 0) l++;
+        while (l < nl && lbits[l] != bits[k]) l++;
         if (l == nl) {
             lab[nl] = idx[k];
+            lbits[nl] = bits[k];
             tot[nl++] = 0;
         }
         tot[l] += w[k];
@@ -261,10 +295,13 @@ static int64_t label_vote(const mp_vol_t *in, const int64_t idx[8], const double
 static int64_t label_at(const mp_vol_t *in, int64_t c, const axis_pos_t p[3]) {
     int64_t idx[8];
     double w[8];
+    double wx[2] = {1 - p[0].w, p[0].w}, wy[2] = {1 - p[1].w, p[1].w}, wz[2] = {1 - p[2].w, p[2].w};
+    int64_t xs[2] = {p[0].i0, p[0].i1};
+    int64_t ys[2] = {p[1].i0, p[1].i1}, zs[2] = {p[2].i0, p[2].i1};
     for (int k = 0; k < 8; k++) {
         int bx = k & 1, by = (k >> 1) & 1, bz = (k >> 2) & 1;
-        idx[k] = in_index(in, c, bx ? p[0].i1 : p[0].i0, by ? p[1].i1 : p[1].i0, bz ? p[2].i1 : p[2].i0);
-        w[k] = (bx ? p[0].w : 1 - p[0].w) * (by ? p[1].w : 1 - p[1].w) * (bz ? p[2].w : 1 - p[2].w);
+        idx[k] = in_index(in, c, xs[bx], ys[by], zs[bz]);
+        w[k] = wx[bx] * wy[by] * wz[bz];
     }
     return label_vote(in, idx, w);
 }
@@ -287,16 +324,34 @@ static void label_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, uint
     }
 }
 
+/* Stored value of element i as double (inlined: the oblique path calls it
+ * eight times per voxel). */
+static inline double fetch(const mp_vol_t *v, int64_t i) {
+    const void *d = v->data;
+    switch (v->dtype) {
+    case MP_DTYPE_U8: return ((const uint8_t *)d)[i];
+    case MP_DTYPE_I8: return ((const int8_t *)d)[i];
+    case MP_DTYPE_U16: return ((const uint16_t *)d)[i];
+    case MP_DTYPE_I16: return ((const int16_t *)d)[i];
+    case MP_DTYPE_U32: return ((const uint32_t *)d)[i];
+    case MP_DTYPE_I32: return ((const int32_t *)d)[i];
+    case MP_DTYPE_U64: return (double)((const uint64_t *)d)[i];
+    case MP_DTYPE_I64: return (double)((const int64_t *)d)[i];
+    case MP_DTYPE_F32: return ((const float *)d)[i];
+    default: return ((const double *)d)[i];
+    }
+}
+
 /* Trilinear at one oblique sample, in double, blending y/z first then x as
  * the separable path does. */
 static double linear_at(const mp_vol_t *in, int64_t c, const axis_pos_t p[3]) {
     double t[2];
     for (int bx = 0; bx < 2; bx++) {
         int64_t x = bx ? p[0].i1 : p[0].i0;
-        double r00 = mp_vol_get(in, in_index(in, c, x, p[1].i0, p[2].i0));
-        double r01 = mp_vol_get(in, in_index(in, c, x, p[1].i1, p[2].i0));
-        double r10 = mp_vol_get(in, in_index(in, c, x, p[1].i0, p[2].i1));
-        double r11 = mp_vol_get(in, in_index(in, c, x, p[1].i1, p[2].i1));
+        double r00 = fetch(in, in_index(in, c, x, p[1].i0, p[2].i0));
+        double r01 = fetch(in, in_index(in, c, x, p[1].i1, p[2].i0));
+        double r10 = fetch(in, in_index(in, c, x, p[1].i0, p[2].i1));
+        double r11 = fetch(in, in_index(in, c, x, p[1].i1, p[2].i1));
         double t0 = r00 + p[1].w * (r01 - r00), t1 = r10 + p[1].w * (r11 - r10);
         t[bx] = t0 + p[2].w * (t1 - t0);
     }
@@ -372,7 +427,7 @@ static int run_job(rs_job_t *j, mp_vol_t **out, const int64_t dim[3], const doub
         j->fill_f = (float)fill;
         j->wide = wide_dtype(v->dtype);
         int nthreads = mp_pool_threads(pool);
-        j->tmp_stride = ((size_t)v->dim[0] * sizeof(double) + 63) & ~(size_t)63;
+        j->tmp_stride = ((size_t)(v->dim[0] + 1) * sizeof(double) + 63) & ~(size_t)63;
         j->tmp = mp_alloc(j->tmp_stride * (size_t)nthreads);
         if (!j->tmp) {
             mp_vol_free(o);
