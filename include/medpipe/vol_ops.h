@@ -66,6 +66,10 @@ int mp_vol_pad_crop_undo(mp_vol_t **out, const mp_vol_t *v, const mp_padcrop_t *
 
 /* ---- resampling ---- */
 
+/* At input coordinate x (per axis, clamped to [0, n-1]): NEAREST takes voxel
+ * floor(x + 0.5) (halves round up); LINEAR blends voxels floor(x) and
+ * floor(x) + 1 with weight x - floor(x) (non-finite values spread to their
+ * neighbours); LABEL weighs the same 8 neighbours. */
 typedef enum {
     MP_INTERP_NEAREST = 0, /* same dtype out (stored values and scaling copied) */
     MP_INTERP_LINEAR,      /* trilinear of real values (scaling applied) -> f32 */

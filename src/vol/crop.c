@@ -24,26 +24,37 @@ static int elem_nonzero(const uint8_t *p, mp_dtype_t t) {
     return 0;
 }
 
+/* Non-zero voxels (any channel) counted once each. */
+static int64_t count_nonzero_voxels(const mp_vol_t *v) {
+    const size_t es = mp_dtype_size(v->dtype);
+    const uint8_t *d = v->data;
+    int64_t nv = mp_vol_voxels(v), n = 0;
+    for (int64_t i = 0; i < nv; i++)
+        for (int64_t c = 0; c < v->dim[3]; c++)
+            if (elem_nonzero(d + (size_t)(c * nv + i) * es, v->dtype)) {
+                n++;
+                break;
+            }
+    return n;
+}
+
 int mp_vol_bbox_nonzero(const mp_vol_t *v, double margin_mm, mp_box_t *box, int64_t *count) {
     int rc = mp_volops_check(v, "bounding box");
     if (rc) return rc;
     if (!(margin_mm >= 0)) return mp_error_set(MP_ERR_ARG, "bounding box: margin %g mm must be >= 0", margin_mm);
     const int64_t nx = v->dim[0], ny = v->dim[1], nz = v->dim[2], nc = v->dim[3];
     const size_t es = mp_dtype_size(v->dtype);
-    int64_t lo[3] = {nx, ny, nz}, hi[3] = {-1, -1, -1}, n = 0;
+    int64_t lo[3] = {nx, ny, nz}, hi[3] = {-1, -1, -1};
     const uint8_t *d = v->data;
+    /* Per row, search from both ends: the middle of a row never matters. */
     for (int64_t c = 0; c < nc; c++)
         for (int64_t z = 0; z < nz; z++)
             for (int64_t y = 0; y < ny; y++) {
                 const uint8_t *row = d + (size_t)(((c * nz + z) * ny + y) * nx) * es;
-                int64_t first = -1, last = -1;
-                for (int64_t x = 0; x < nx; x++)
-                    if (elem_nonzero(row + (size_t)x * es, v->dtype)) {
-                        if (first < 0) first = x;
-                        last = x;
-                        n++;
-                    }
-                if (first < 0) continue;
+                int64_t first = 0, last = nx - 1;
+                while (first < nx && !elem_nonzero(row + (size_t)first * es, v->dtype)) first++;
+                if (first == nx) continue;
+                while (!elem_nonzero(row + (size_t)last * es, v->dtype)) last--;
                 if (first < lo[0]) lo[0] = first;
                 if (last > hi[0]) hi[0] = last;
                 if (y < lo[1]) lo[1] = y;
@@ -51,20 +62,9 @@ int mp_vol_bbox_nonzero(const mp_vol_t *v, double margin_mm, mp_box_t *box, int6
                 if (z < lo[2]) lo[2] = z;
                 if (z > hi[2]) hi[2] = z;
             }
-    /* A voxel counts once even when several channels are non-zero there:
-     * recount over voxels only when there are several channels. */
-    if (nc > 1 && n > 0) {
-        n = 0;
-        int64_t nv = nx * ny * nz;
-        for (int64_t i = 0; i < nv; i++)
-            for (int64_t c = 0; c < nc; c++)
-                if (elem_nonzero(d + (size_t)(c * nv + i) * es, v->dtype)) {
-                    n++;
-                    break;
-                }
-    }
-    if (count) *count = n;
-    if (n == 0) {
+    int empty = hi[0] < 0;
+    if (count) *count = empty ? 0 : count_nonzero_voxels(v);
+    if (empty) {
         memset(box, 0, sizeof *box);
         return MP_OK;
     }

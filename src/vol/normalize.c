@@ -114,11 +114,14 @@ static int check_mask(const mp_vol_t *v, const mp_vol_t *mask, const char *what)
     return MP_OK;
 }
 
-/* Whether voxel i (within a channel) of channel c is inside the mask. */
-static inline int in_mask(const mp_vol_t *mask, int64_t c, int64_t i) {
-    if (!mask) return 1;
-    int64_t idx = (mask->dim[3] == 1 ? 0 : c * mp_vol_voxels(mask)) + i;
-    return mp_vol_get(mask, idx) != 0;
+/* First element of channel c's mask (a 1-channel mask serves every channel). */
+static int64_t mask_base(const mp_vol_t *mask, int64_t c) {
+    return mask && mask->dim[3] > 1 ? c * mp_vol_voxels(mask) : 0;
+}
+
+/* Whether voxel i (within a channel) is inside the mask. */
+static inline int in_mask(const mp_vol_t *mask, int64_t mbase, int64_t i) {
+    return !mask || mp_volops_fetch(mask, mbase + i) != 0;
 }
 
 /* ---- statistics ---- */
@@ -128,6 +131,7 @@ typedef struct {
     const mp_vol_t *mask;
     int64_t c;
     double slope, inter;
+    int64_t base, mbase, nv; /* channel's first element in v and in mask; voxels per channel */
     double mean;       /* for the second pass */
     double *sum;       /* per block */
     int64_t *count;    /* per block */
@@ -135,18 +139,18 @@ typedef struct {
 } stats_job_t;
 
 static inline double real_at(const stats_job_t *j, int64_t i) {
-    return mp_vol_get(j->v, j->c * mp_vol_voxels(j->v) + i) * j->slope + j->inter;
+    return mp_volops_fetch(j->v, j->base + i) * j->slope + j->inter;
 }
 
 static void stats_pass1(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     stats_job_t *j = ctx;
-    int64_t nv = mp_vol_voxels(j->v);
+    int64_t nv = j->nv;
     for (int64_t b = begin; b < end; b++) {
         double s = 0, lo = INFINITY, hi = -INFINITY;
         int64_t n = 0, e = (b + 1) * BLOCK < nv ? (b + 1) * BLOCK : nv;
         for (int64_t i = b * BLOCK; i < e; i++) {
-            if (!in_mask(j->mask, j->c, i)) continue;
+            if (!in_mask(j->mask, j->mbase, i)) continue;
             double x = real_at(j, i);
             if (x != x) continue;
             s += x;
@@ -164,12 +168,12 @@ static void stats_pass1(void *ctx, int64_t begin, int64_t end, int worker) {
 static void stats_pass2(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     stats_job_t *j = ctx;
-    int64_t nv = mp_vol_voxels(j->v);
+    int64_t nv = j->nv;
     for (int64_t b = begin; b < end; b++) {
         double s = 0;
         int64_t e = (b + 1) * BLOCK < nv ? (b + 1) * BLOCK : nv;
         for (int64_t i = b * BLOCK; i < e; i++) {
-            if (!in_mask(j->mask, j->c, i)) continue;
+            if (!in_mask(j->mask, j->mbase, i)) continue;
             double x = real_at(j, i);
             if (x != x) continue;
             s += (x - j->mean) * (x - j->mean);
@@ -182,7 +186,7 @@ static void stats_pass2(void *ctx, int64_t begin, int64_t end, int worker) {
 static int channel_stats(const mp_vol_t *v, int64_t c, const mp_vol_t *mask, mp_voxel_stats_t *st,
                          mp_pool_t *pool) {
     int64_t nb = (mp_vol_voxels(v) + BLOCK - 1) / BLOCK;
-    stats_job_t j = {v, mask, c, 1, 0, 0, NULL, NULL, NULL, NULL};
+    stats_job_t j = {v, mask, c, 1, 0, c * mp_vol_voxels(v), mask_base(mask, c), mp_vol_voxels(v), 0, NULL, NULL, NULL, NULL};
     if (v->scl_slope != 0) {
         j.slope = v->scl_slope;
         j.inter = v->scl_inter;
@@ -246,14 +250,15 @@ int mp_vol_intensity_stats(const mp_vol_t *v, int channel, const mp_vol_t *mask,
         return mp_error_set(MP_ERR_LIMIT, "statistics: %lld values exceed the memory limit", (long long)s.count);
     double *vals = malloc((size_t)bytes);
     if (!vals) return mp_error_set(MP_ERR_NOMEM, "statistics: cannot allocate %lld values", (long long)s.count);
-    stats_job_t j = {v, mask, channel, 1, 0, 0, NULL, NULL, NULL, NULL};
+    stats_job_t j = {v,    mask, channel, 1, 0, channel * mp_vol_voxels(v), mask_base(mask, channel), mp_vol_voxels(v),
+                     0, NULL, NULL, NULL, NULL};
     if (v->scl_slope != 0) {
         j.slope = v->scl_slope;
         j.inter = v->scl_inter;
     }
     int64_t n = 0, nv = mp_vol_voxels(v);
     for (int64_t i = 0; i < nv && n < s.count; i++) {
-        if (!in_mask(mask, channel, i)) continue;
+        if (!in_mask(mask, j.mbase, i)) continue;
         double x = real_at(&j, i);
         if (x == x) vals[n++] = x;
     }
@@ -267,7 +272,7 @@ int mp_vol_intensity_stats(const mp_vol_t *v, int channel, const mp_vol_t *mask,
 typedef struct {
     float *x;            /* channel data */
     const mp_vol_t *mask;
-    int64_t c, n;
+    int64_t mbase, n;
     double lo, hi;       /* clip range (CT) */
     int clip;
     double mean, sd;
@@ -278,7 +283,7 @@ static void norm_body(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     const norm_job_t *j = ctx;
     for (int64_t i = begin; i < end; i++) {
-        if (j->mask_only && !in_mask(j->mask, j->c, i)) continue;
+        if (j->mask_only && !in_mask(j->mask, j->mbase, i)) continue;
         double x = j->x[i];
         if (j->clip) x = x < j->lo ? j->lo : x > j->hi ? j->hi : x;
         j->x[i] = (float)((x - j->mean) / j->sd);
@@ -307,7 +312,7 @@ int mp_vol_normalize_zscore(mp_vol_t *v, const mp_vol_t *mask, int mask_only, mp
         mp_voxel_stats_t st;
         if ((rc = channel_stats(v, c, mask, &st, pool))) return rc;
         if (st.count == 0) continue; /* nothing to normalize by: leave the channel */
-        norm_job_t j = {(float *)v->data + c * nv, mask, c, nv, 0, 0, 0, st.mean, 0, mask && mask_only};
+        norm_job_t j = {(float *)v->data + c * nv, mask, mask_base(mask, c), nv, 0, 0, 0, st.mean, 0, mask && mask_only};
         j.sd = st.std > 1e-8 ? st.std : 1e-8;
         mp_pool_parallel_for(pool, nv, norm_body, &j);
     }

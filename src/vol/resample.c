@@ -324,34 +324,16 @@ static void label_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, uint
     }
 }
 
-/* Stored value of element i as double (inlined: the oblique path calls it
- * eight times per voxel). */
-static inline double fetch(const mp_vol_t *v, int64_t i) {
-    const void *d = v->data;
-    switch (v->dtype) {
-    case MP_DTYPE_U8: return ((const uint8_t *)d)[i];
-    case MP_DTYPE_I8: return ((const int8_t *)d)[i];
-    case MP_DTYPE_U16: return ((const uint16_t *)d)[i];
-    case MP_DTYPE_I16: return ((const int16_t *)d)[i];
-    case MP_DTYPE_U32: return ((const uint32_t *)d)[i];
-    case MP_DTYPE_I32: return ((const int32_t *)d)[i];
-    case MP_DTYPE_U64: return (double)((const uint64_t *)d)[i];
-    case MP_DTYPE_I64: return (double)((const int64_t *)d)[i];
-    case MP_DTYPE_F32: return ((const float *)d)[i];
-    default: return ((const double *)d)[i];
-    }
-}
-
 /* Trilinear at one oblique sample, in double, blending y/z first then x as
  * the separable path does. */
 static double linear_at(const mp_vol_t *in, int64_t c, const axis_pos_t p[3]) {
     double t[2];
     for (int bx = 0; bx < 2; bx++) {
         int64_t x = bx ? p[0].i1 : p[0].i0;
-        double r00 = fetch(in, in_index(in, c, x, p[1].i0, p[2].i0));
-        double r01 = fetch(in, in_index(in, c, x, p[1].i1, p[2].i0));
-        double r10 = fetch(in, in_index(in, c, x, p[1].i0, p[2].i1));
-        double r11 = fetch(in, in_index(in, c, x, p[1].i1, p[2].i1));
+        double r00 = mp_volops_fetch(in, in_index(in, c, x, p[1].i0, p[2].i0));
+        double r01 = mp_volops_fetch(in, in_index(in, c, x, p[1].i1, p[2].i0));
+        double r10 = mp_volops_fetch(in, in_index(in, c, x, p[1].i0, p[2].i1));
+        double r11 = mp_volops_fetch(in, in_index(in, c, x, p[1].i1, p[2].i1));
         double t0 = r00 + p[1].w * (r01 - r00), t1 = r10 + p[1].w * (r11 - r10);
         t[bx] = t0 + p[2].w * (t1 - t0);
     }

@@ -7,6 +7,23 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Stored value of element i as double; inlined for the per-voxel loops. */
+static inline double mp_volops_fetch(const mp_vol_t *v, int64_t i) {
+    const void *d = v->data;
+    switch (v->dtype) {
+    case MP_DTYPE_U8: return ((const uint8_t *)d)[i];
+    case MP_DTYPE_I8: return ((const int8_t *)d)[i];
+    case MP_DTYPE_U16: return ((const uint16_t *)d)[i];
+    case MP_DTYPE_I16: return ((const int16_t *)d)[i];
+    case MP_DTYPE_U32: return ((const uint32_t *)d)[i];
+    case MP_DTYPE_I32: return ((const int32_t *)d)[i];
+    case MP_DTYPE_U64: return (double)((const uint64_t *)d)[i];
+    case MP_DTYPE_I64: return (double)((const int64_t *)d)[i];
+    case MP_DTYPE_F32: return ((const float *)d)[i];
+    default: return ((const double *)d)[i];
+    }
+}
+
 /* `value` as one element of `dtype` (rounded and clamped for integers, as
  * mp_vol_set does), written to out[0 .. size). */
 void mp_volops_encode(mp_dtype_t dtype, double value, uint8_t out[8]);
