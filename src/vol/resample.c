@@ -233,13 +233,25 @@ static void linear_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, flo
         for (int64_t ox = tx->ok_lo; ox < tx->ok_hi; ox++) o[ox] = (float)(o[ox] * j->slope + j->inter);
 }
 
+#define NEAREST_ROW_DEF(NAME, T)                                                                   \
+    static void NAME(const rs_job_t *j, const T *row, T *o) {                                      \
+        const axis_tab_t *tx = &j->t[0];                                                           \
+        T fill;                                                                                    \
+        memcpy(&fill, j->fill_e, sizeof fill);                                                     \
+        for (int64_t ox = 0; ox < tx->n_out; ox++) o[ox] = tx->ok[ox] ? row[tx->nn[ox]] : fill;    \
+    }
+NEAREST_ROW_DEF(nearest_row8, uint8_t)
+NEAREST_ROW_DEF(nearest_row16, uint16_t)
+NEAREST_ROW_DEF(nearest_row32, uint32_t)
+NEAREST_ROW_DEF(nearest_row64, uint64_t)
+
 static void nearest_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, uint8_t *o) {
-    const axis_tab_t *tx = &j->t[0];
-    const size_t es = mp_dtype_size(j->in->dtype);
-    const uint8_t *row = in_elem(j->in, in_index(j->in, c, 0, j->t[1].nn[oy], j->t[2].nn[oz]));
-    for (int64_t ox = 0; ox < tx->n_out; ox++) {
-        const uint8_t *src = tx->ok[ox] ? row + (size_t)tx->nn[ox] * es : j->fill_e;
-        memcpy(o + (size_t)ox * es, src, es);
+    const void *row = in_elem(j->in, in_index(j->in, c, 0, j->t[1].nn[oy], j->t[2].nn[oz]));
+    switch (mp_dtype_size(j->in->dtype)) {
+    case 1: nearest_row8(j, row, o); break;
+    case 2: nearest_row16(j, row, (uint16_t *)(void *)o); break;
+    case 4: nearest_row32(j, row, (uint32_t *)(void *)o); break;
+    default: nearest_row64(j, row, (uint64_t *)(void *)o); break;
     }
 }
 
@@ -311,16 +323,47 @@ static axis_pos_t tab_pos(const axis_tab_t *t, int64_t o) {
     return p;
 }
 
+/* Per-label row: voxels whose 8 neighbours hold one label (most of a label
+ * map) are copied straight from the four input rows; the rest vote. T is an
+ * unsigned type of the element's size (labels compare by bits). */
+#define LABEL_ROW_DEF(NAME, T)                                                                     \
+    static void NAME(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, T *o) {                 \
+        const mp_vol_t *in = j->in;                                                                \
+        const axis_tab_t *tx = &j->t[0];                                                           \
+        axis_pos_t p[3] = {{0, 0, 0, 0, 0}, tab_pos(&j->t[1], oy), tab_pos(&j->t[2], oz)};          \
+        const T *r00 = (const T *)in->data + in_index(in, c, 0, p[1].i0, p[2].i0);                 \
+        const T *r01 = (const T *)in->data + in_index(in, c, 0, p[1].i1, p[2].i0);                 \
+        const T *r10 = (const T *)in->data + in_index(in, c, 0, p[1].i0, p[2].i1);                 \
+        const T *r11 = (const T *)in->data + in_index(in, c, 0, p[1].i1, p[2].i1);                 \
+        T fill;                                                                                    \
+        memcpy(&fill, j->fill_e, sizeof fill);                                                     \
+        for (int64_t ox = 0; ox < tx->n_out; ox++) {                                               \
+            if (!tx->ok[ox]) {                                                                     \
+                o[ox] = fill;                                                                      \
+                continue;                                                                          \
+            }                                                                                      \
+            int64_t x0 = tx->i0[ox], x1 = tx->i1[ox];                                              \
+            T v = r00[x0];                                                                         \
+            if (r00[x1] == v && r01[x0] == v && r01[x1] == v && r10[x0] == v && r10[x1] == v &&    \
+                r11[x0] == v && r11[x1] == v) {                                                    \
+                o[ox] = v;                                                                         \
+                continue;                                                                          \
+            }                                                                                      \
+            p[0] = tab_pos(tx, ox);                                                                \
+            o[ox] = ((const T *)in->data)[label_at(in, c, p)];                                     \
+        }                                                                                          \
+    }
+LABEL_ROW_DEF(label_row8, uint8_t)
+LABEL_ROW_DEF(label_row16, uint16_t)
+LABEL_ROW_DEF(label_row32, uint32_t)
+LABEL_ROW_DEF(label_row64, uint64_t)
+
 static void label_row(const rs_job_t *j, int64_t c, int64_t oz, int64_t oy, uint8_t *o) {
-    const size_t es = mp_dtype_size(j->in->dtype);
-    axis_pos_t p[3] = {{0, 0, 0, 0, 0}, tab_pos(&j->t[1], oy), tab_pos(&j->t[2], oz)};
-    for (int64_t ox = 0; ox < j->t[0].n_out; ox++) {
-        if (!j->t[0].ok[ox]) {
-            memcpy(o + (size_t)ox * es, j->fill_e, es);
-            continue;
-        }
-        p[0] = tab_pos(&j->t[0], ox);
-        memcpy(o + (size_t)ox * es, in_elem(j->in, label_at(j->in, c, p)), es);
+    switch (mp_dtype_size(j->in->dtype)) {
+    case 1: label_row8(j, c, oz, oy, o); break;
+    case 2: label_row16(j, c, oz, oy, (uint16_t *)(void *)o); break;
+    case 4: label_row32(j, c, oz, oy, (uint32_t *)(void *)o); break;
+    default: label_row64(j, c, oz, oy, (uint64_t *)(void *)o); break;
     }
 }
 
