@@ -240,6 +240,22 @@ static void test_resample_labels(void) {
                 if (d2 < 4 && d1 > 10) MP_CHECK(got == 2);
                 if (d1 > 10 && d2 > 8) MP_CHECK(got == 0);
             }
+    /* Every element size gives the same labels (typed row kernels). */
+    const mp_dtype_t dts[4] = {MP_DTYPE_U16, MP_DTYPE_F32, MP_DTYPE_I64, MP_DTYPE_F64};
+    for (int k = 0; k < 4; k++) {
+        mp_vol_t *cv, *tl, *tn;
+        MP_CHECK_OK(mp_vol_convert(&cv, v, dts[k], 0, NULL));
+        MP_CHECK_OK(mp_vol_resample_spacing(&tl, cv, target, MP_INTERP_LABEL, NULL));
+        MP_CHECK_OK(mp_vol_resample_spacing(&tn, cv, target, MP_INTERP_NEAREST, NULL));
+        MP_CHECK(tl->dtype == dts[k] && mp_vol_elems(tl) == mp_vol_elems(l));
+        int same = 1;
+        for (int64_t i = 0; i < mp_vol_elems(l); i++)
+            same &= mp_vol_get(tl, i) == mp_vol_get(l, i) && mp_vol_get(tn, i) == mp_vol_get(n, i);
+        mp_vol_free(cv);
+        mp_vol_free(tl);
+        mp_vol_free(tn);
+        MP_CHECKF(same, "dtype %s", mp_dtype_name(dts[k]));
+    }
     mp_vol_free(n);
     mp_vol_free(l);
     mp_vol_free(v);
