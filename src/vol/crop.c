@@ -192,9 +192,9 @@ int mp_vol_pad_crop_undo(mp_vol_t **out, const mp_vol_t *v, const mp_padcrop_t *
         if (v->dim[a] != rec->out_dim[a])
             return mp_error_set(MP_ERR_MISMATCH, "pad/crop undo: volume has %lld voxels on axis %d, expected %lld",
                                 (long long)v->dim[a], a, (long long)rec->out_dim[a]);
-        if (rec->in_dim[a] < 1)
-            return mp_error_set(MP_ERR_ARG, "pad/crop undo: original size %lld on axis %d",
-                                (long long)rec->in_dim[a], a);
+        if (rec->in_dim[a] < 1 || rec->offset[a] <= -rec->in_dim[a] || rec->offset[a] >= rec->out_dim[a])
+            return mp_error_set(MP_ERR_ARG, "pad/crop undo: original size %lld, offset %lld on axis %d are invalid",
+                                (long long)rec->in_dim[a], (long long)rec->offset[a], a);
         off[a] = -rec->offset[a];
     }
     return place(out, v, rec->in_dim, off, fill);
