@@ -9,6 +9,8 @@
 # BUILD=dir keeps a separate build tree (used by asan).
 
 BUILD ?= build
+# V=1 shows full compiler command lines.
+Q := $(if $(V),,@)
 CC ?= cc
 ifeq ($(origin CC),default)
 CC := gcc
@@ -83,25 +85,31 @@ deps:
 
 $(BUILD)/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(STATIC_LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(SHARED_LIB): $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
 
 $(MEDPIPE): $(CLI_OBJ) $(STATIC_LIB)
-	$(CC) $(LDFLAGS_ALL) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(STATIC_LIB) $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) $(CFLAGS_ALL) -o $@ $(CLI_OBJ) $(STATIC_LIB) $(LIBS)
 
 $(BUILD)/tests/%: tests/%.c $(STATIC_LIB) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) $(LIBS)
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) $(LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(STATIC_LIB) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) $(LIBS)
+	@echo "  BENCH   $@"
+	$(Q)$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) $(LIBS)
 
 test check: all $(TEST_BIN)
 	@MEDPIPE=$(abspath $(MEDPIPE)) BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) sh tests/run.sh $(TEST_BIN)
@@ -120,7 +128,8 @@ fuzz: $(FUZZ_BIN)
 
 $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+	@echo "  FUZZ    $@"
+	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
 
 FUZZ_SECONDS ?= 20
 fuzz-smoke: fuzz

@@ -7,5 +7,7 @@
 #include "medpipe/core.h"
 #include "medpipe/vol.h"
 #include "medpipe/io.h"
+#include "medpipe/jsonl.h"
+#include "medpipe/sysinfo.h"
 
 #endif

@@ -3,6 +3,7 @@
 #include "medpipe/medpipe.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -19,11 +20,29 @@ static const command_t commands[] = {
     {"doctor", mp_cli_doctor, "what this machine offers and what medpipe will use"},
 };
 
+/* Parses "123", "64K", "512M", "16G" (binary units) into bytes; 0 on success. */
+static int parse_size(const char *s, uint64_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v <= 0) return -1;
+    double mult = 1;
+    if (*end == 'K' || *end == 'k') mult = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm') mult = 1048576.0, end++;
+    else if (*end == 'G' || *end == 'g') mult = 1073741824.0, end++;
+    else if (*end == 'T' || *end == 't') mult = 1099511627776.0, end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || v * mult >= 1.8e19) return -1;
+    *out = (uint64_t)(v * mult);
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "medpipe %s: 3D medical image segmentation, from DICOM/NIfTI to predictions\n\n", MP_VERSION);
     fprintf(f, "usage: medpipe <command> [options]   ('medpipe <command> --help' for details)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nenvironment: MEDPIPE_MEM_LIMIT=SIZE caps any allocation sized by an input file\n"
+               "             (default 16G; e.g. 512M), MEDPIPE_VERBOSE=1 shows debug messages\n");
     fprintf(f, "\nexit status: 0 success, 1 failure (message on stderr), 2 usage error, 130 interrupted\n");
 }
 
@@ -38,7 +57,17 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name) == 0) {
-            mp_cli_init_logging(0);
+            const char *verbose = getenv("MEDPIPE_VERBOSE");
+            mp_cli_init_logging(verbose && *verbose && strcmp(verbose, "0") != 0);
+            const char *limit = getenv("MEDPIPE_MEM_LIMIT");
+            if (limit && *limit) {
+                uint64_t bytes;
+                if (parse_size(limit, &bytes) != 0) {
+                    fprintf(stderr, "medpipe: MEDPIPE_MEM_LIMIT='%s' is not a size (e.g. 512M, 16G)\n", limit);
+                    return MP_EXIT_USAGE;
+                }
+                mp_mem_set_limit(bytes);
+            }
             return commands[i].fn(argc - 1, argv + 1);
         }
     }
