@@ -6,6 +6,7 @@
 
 #include "medpipe/core.h"
 #include "medpipe/vol.h"
+#include "medpipe/vol_ops.h"
 #include "medpipe/io.h"
 #include "medpipe/dicom_write.h"
 #include "medpipe/jsonl.h"
