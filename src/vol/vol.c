@@ -1,6 +1,7 @@
 /* The volume type: allocation, element access, data-type conversion,
  * statistics, orientation codes and 4x4 matrix helpers. */
 #include "medpipe/vol.h"
+#include "medpipe/vol_ops.h"
 #include "medpipe/core.h"
 
 #include <math.h>
@@ -309,27 +310,13 @@ int mp_vol_stats(const mp_vol_t *v, double *min, double *max, double *mean) {
 
 void mp_vol_orientation(const double affine[4][4], char out[4]) {
     static const char pos[3] = {'R', 'A', 'S'}, neg[3] = {'L', 'P', 'I'};
-    int used[3] = {0, 0, 0};
-    /* Greedy by the largest remaining component so oblique affines still get
-     * three distinct letters. */
-    int assigned[3] = {-1, -1, -1};
-    for (int pass = 0; pass < 3; pass++) {
-        int bc = -1, br = -1;
-        double best = -1;
-        for (int c = 0; c < 3; c++) {
-            if (assigned[c] >= 0) continue;
-            for (int r = 0; r < 3; r++) {
-                if (used[r]) continue;
-                double a = fabs(affine[r][c]);
-                if (a > best) best = a, bc = c, br = r;
-            }
-        }
-        assigned[bc] = br;
-        used[br] = 1;
+    int axis[3], sign[3];
+    /* One definition of orientation for the whole library: nibabel's
+     * io_orientation (vol_ops), so codes agree with reorientation. */
+    if (mp_affine_io_orientation(affine, axis, sign) != MP_OK) {
+        memcpy(out, "???", 4);
+        return;
     }
-    for (int c = 0; c < 3; c++) {
-        int r = assigned[c];
-        out[c] = affine[r][c] >= 0 ? pos[r] : neg[r];
-    }
+    for (int c = 0; c < 3; c++) out[c] = sign[c] > 0 ? pos[axis[c]] : neg[axis[c]];
     out[3] = '\0';
 }
