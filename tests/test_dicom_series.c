@@ -109,7 +109,7 @@ typedef struct {
 } d2n_t;
 
 static int load_d2n(const char *name, d2n_t *d) {
-    char p[900], line[2048], fn[600] = "";
+    char p[1400], line[2048], fn[600] = "";
     snprintf(p, sizeof p, "%s/%s.d2n.txt", dir, name);
     FILE *fp = fopen(p, "r");
     if (!fp) return -1;
