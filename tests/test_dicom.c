@@ -122,6 +122,7 @@ static void build_getter_file(wb_t *w, const char *syntax) {
     meta(w, syntax);
     el_str(w, 0x0008, 0x0060, "CS", "CT");
     el(w, 0x0008, 0x103E, "LO", "  brain \0\0", 10);
+    el_str(w, 0x0018, 0x0050, "DS", "0x10");
     el_str(w, 0x0020, 0x0013, "IS", " 42 ");
     el_str(w, 0x0020, 0x0032, "DS", "-1.5\\2\\3e1");
     el_str(w, 0x0028, 0x0008, "IS", "1A");
@@ -151,6 +152,7 @@ static void check_getters(const mp_dicom_file_t *f) {
     MP_CHECK(mp_dicom_get_str(ds, TG(0008, 0060), s, 2) == 1 && strcmp(s, "C") == 0); /* truncated to cap-1 */
     MP_CHECK(mp_dicom_get_str(ds, TG(0010, 0010), s, sizeof s) == 0 && s[0] == 0);
     MP_CHECK(mp_dicom_get_i64(ds, TG(0020, 0013), &i) == 1 && i == 42);
+    MP_CHECK(mp_dicom_get_f64(ds, TG(0018, 0050), v) == MP_ERR_FORMAT); /* DS is decimal only */
     MP_CHECK(mp_dicom_get_f64s(ds, TG(0020, 0032), v, 4) == 3 && v[0] == -1.5 && v[1] == 2 && v[2] == 30);
     MP_CHECK(mp_dicom_get_f64s(ds, TG(0020, 0032), v, 2) == 2);
     MP_CHECK(mp_dicom_get_i64(ds, TG(0028, 0008), &i) == MP_ERR_FORMAT);
@@ -738,15 +740,9 @@ static void slice_file(const char *name, const char *series, int inst, const dou
         el_str(&w, 0x0020, 0x0037, "DS", "1\\0\\0\\0\\1\\0");
     }
     image_tags(&w, 2, 3, spp, 8, 8, 7, 0, photo);
-    if (extra_frames) {
-        /* insert NumberOfFrames in order: rebuild is simpler */
-    }
     int frames = extra_frames ? atoi(extra_frames) : 1;
-    if (frames > 1) {
-        /* (0028,0008) must come before (0028,0010): write a fresh tail */
-        w.n -= 0; /* image_tags already written; NumberOfFrames after is out of order but allowed */
-        el_str(&w, 0x0028, 0x0008, "IS", extra_frames);
-    }
+    /* NumberOfFrames after Rows: out of order, which the reader must tolerate */
+    if (frames > 1) el_str(&w, 0x0028, 0x0008, "IS", extra_frames);
     el(&w, 0x7FE0, 0x0010, "OB", px, (uint32_t)(6 * spp * frames));
     write_file(name, &w);
     free(w.p);
@@ -831,6 +827,15 @@ static void test_series_details(void) {
     }
     MP_CHECK(seen == 7);
     MP_CHECK(l->files_skipped >= 1);
+    mp_dicom_series_list_free(l);
+    /* a file that changes between scan and read: the error names it */
+    snprintf(p, sizeof p, "%s/mono1", tmp);
+    MP_CHECK_OK(mp_dicom_scan(&l, p));
+    char victim[700];
+    snprintf(victim, sizeof victim, "%s", l->series[0].slices[1].path);
+    MP_CHECK(truncate(victim, 200) == 0);
+    MP_CHECK(mp_dicom_series_read(&v, &l->series[0]) == MP_ERR_FORMAT);
+    MP_CHECKF(strstr(mp_error_message(), victim), "%s", mp_error_message());
     mp_dicom_series_list_free(l);
     /* a single file reads alone */
     snprintf(p, sizeof p, "%s/rgb/a", tmp);

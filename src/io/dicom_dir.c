@@ -173,7 +173,7 @@ int mp_dcm_collect_files(mp_dcm_pathlist_t *out, const char *path) {
     if (!S_ISREG(st.st_mode)) return mp_error_set(MP_ERR_IO, "%s: not a file or folder", path);
     mp_dicom_file_t *f = NULL;
     /* A DICOMDIR is small; anything that parses as one is read as one. */
-    if (st.st_size < (1 << 26) && mp_dicom_file_read(&f, path, MP_DICOM_PARSE_STOP_AT_PIXELS) == MP_OK && is_dicomdir(f)) {
+    if (st.st_size < (1 << 24) && mp_dicom_file_read(&f, path, MP_DICOM_PARSE_STOP_AT_PIXELS) == MP_OK && is_dicomdir(f)) {
         int rc = read_dicomdir(out, f, path);
         mp_dicom_file_free(f);
         return rc;

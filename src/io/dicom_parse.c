@@ -258,17 +258,20 @@ static int parse_dataset(parser_t *p, mp_dicom_ds_t *ds, uint64_t pos, uint64_t 
         int rc = parse_header(p, ds, pos, end, &el, &vl);
         if (rc) return rc;
         uint64_t next;
+        int stop_here = mode == DS_TOP && tag == MP_DCM_PIXEL_DATA && (p->flags & MP_DICOM_PARSE_STOP_AT_PIXELS);
         if (vl == MP_DCM_UNDEFINED) {
             el.undefined_length = 1;
-        } else if (vl > end - el.offset) {
+        } else if (vl > end - el.offset && !(stop_here && (p->flags & MP_DCM_PARSE_PREFIX))) {
+            /* (a scan reading only the start of a file stops at the pixel
+             * data without needing all of it) */
             char what[96];
             snprintf(what, sizeof what, "length %u exceeds the %llu bytes left", vl,
                      (unsigned long long)(end - el.offset));
             return err_at(p, MP_ERR_FORMAT, pos, what, tag);
         }
         el.length = el.undefined_length ? 0 : vl;
-        if (mode == DS_TOP && tag == MP_DCM_PIXEL_DATA && (p->flags & MP_DICOM_PARSE_STOP_AT_PIXELS)) {
-            if (el.undefined_length) el.length = end - el.offset;
+        if (stop_here) {
+            if (el.undefined_length || el.length > end - el.offset) el.length = end - el.offset;
             p->stopped = 1;
             next = end;
         } else {
@@ -605,8 +608,10 @@ static int parse_text_numbers(const mp_dicom_ds_t *ds, const mp_dicom_elem_t *e,
         trim_copy(tmp, sizeof tmp, v + i, j - i);
         if (tmp[0]) {
             char *endp;
+            /* DS/IS are plain decimal: strtod alone would also take hex, inf and nan */
+            int plain = strspn(tmp, "0123456789+-.eE") == strlen(tmp);
             double d = strtod(tmp, &endp);
-            if (*endp != 0 || !isfinite(d) || j - i > 64) {
+            if (!plain || *endp != 0 || !isfinite(d) || j - i > 64) {
                 char t[96];
                 mp_dicom_tag_str(e->tag, t, sizeof t);
                 return mp_error_set(MP_ERR_FORMAT, "offset %llu: %s: '%s' is not a number",

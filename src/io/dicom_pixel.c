@@ -216,6 +216,10 @@ static int decode_native(const mp_dicom_file_t *f, const mp_dicom_pixel_info_t *
     }
     size_t nin = is422 ? npix * 2 : nsamp;
     int planar = pi->samples > 1 && pi->planar == 1 && !is422;
+    if (!planar && !ow_swap && (!big || sb == 1)) { /* the common case: bytes already in order */
+        memcpy(dst, in, nin * (size_t)sb);
+        nin = 0;
+    }
     for (size_t i = 0; i < nin; i++) {
         size_t o = planar ? (i % npix) * (size_t)pi->samples + i / npix : i;
         const uint8_t *q = in + i * (size_t)sb;

@@ -19,10 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 #define T(g, e) MP_DICOM_TAG(0x##g, 0x##e)
-#define SCAN_PREFIX_BYTES (128u * 1024u)
+#define SCAN_PREFIX_BYTES (64u * 1024u)
 
 /* A slice before grouping, with what grouping and checks need. */
 typedef struct {
@@ -744,7 +745,7 @@ typedef struct {
     const mp_dicom_file_t *shared; /* the one file of a multi-frame series, parsed once */
     int *status;              /* per slice: 0 ok, else error */
     char err[512];            /* first error message (guarded by err_lock) */
-    volatile int failed;
+    atomic_int failed;        /* a slice failed: the others stop early */
 } read_ctx_t;
 
 static int check_slice_format(const mp_dicom_series_t *s, const mp_dicom_pixel_info_t *pi, const char *path) {
@@ -807,13 +808,16 @@ static void read_range(void *ctx, int64_t begin, int64_t end, int worker) {
         mp_dicom_pixel_info_t pi;
         if (!st) st = mp_dicom_pixel_info(f, &pi);
         if (!st) st = check_slice_format(s, &pi, sl->path);
-        if (!st && !buf) {
-            fb = mp_dicom_frame_bytes(&pi);
+        /* single-channel integer slices decode straight into the volume */
+        int direct = !st && s->samples == 1 && !rc->as_float;
+        fb = st ? 0 : mp_dicom_frame_bytes(&pi);
+        if (!st && !direct && !buf) {
             buf = malloc(fb);
             if (!buf) st = mp_error_set(MP_ERR_NOMEM, "out of memory");
         }
-        if (!st) st = mp_dicom_decode_frame(f, &pi, sl->frame, buf, fb, MP_DICOM_FRAME_RGB | MP_DICOM_FRAME_INVERT_MONO1);
-        if (!st) store_slice(rc, sl, buf, s->z_of_slice[i]);
+        void *dst = direct ? (uint8_t *)rc->v->data + (size_t)s->z_of_slice[i] * fb : buf;
+        if (!st) st = mp_dicom_decode_frame(f, &pi, sl->frame, dst, fb, MP_DICOM_FRAME_RGB | MP_DICOM_FRAME_INVERT_MONO1);
+        if (!st && !direct) store_slice(rc, sl, buf, s->z_of_slice[i]);
         rc->status[i] = st;
         if (st) {
             pthread_mutex_lock(&err_lock);
@@ -846,6 +850,27 @@ static int photometric_ok(const mp_dicom_series_t *s) {
     return mp_error_set(MP_ERR_UNSUPPORTED, "%s: photometric interpretation %s is not supported", s->slices[0].path, p);
 }
 
+/* A volume whose data every slice will overwrite: skips mp_vol_create's
+ * zeroing of what may be gigabytes (the buffer is mp_alloc'd and handed to
+ * the volume, which frees it with mp_free as for its own data). */
+static int create_uninitialised(mp_vol_t **out, const int64_t dim[4], mp_dtype_t dtype, int zero) {
+    if (zero) return mp_vol_create(out, dim, dtype);
+    uint64_t bytes;
+    if (mp_mul_u64((uint64_t)dim[0] * (uint64_t)dim[1], (uint64_t)dim[2] * (uint64_t)dim[3], &bytes) ||
+        mp_mul_u64(bytes, mp_dtype_size(dtype), &bytes) || bytes > mp_mem_limit())
+        return mp_error_set(MP_ERR_LIMIT, "volume of %lldx%lldx%lldx%lld exceeds the memory limit", (long long)dim[0],
+                            (long long)dim[1], (long long)dim[2], (long long)dim[3]);
+    void *data = mp_alloc((size_t)bytes);
+    if (!data) return mp_error_set(MP_ERR_NOMEM, "cannot allocate a volume of %llu bytes", (unsigned long long)bytes);
+    int rc = mp_vol_create_view(out, dim, dtype, data);
+    if (rc) {
+        mp_free(data);
+        return rc;
+    }
+    (*out)->owns_data = 1;
+    return MP_OK;
+}
+
 /* Fills the slices no file gave with the smallest value of the others. */
 static void fill_gaps(mp_vol_t *v, const mp_dicom_series_t *s) {
     if (s->nz == s->count) return;
@@ -874,7 +899,7 @@ int mp_dicom_series_read(mp_vol_t **out, const mp_dicom_series_t *s) {
     if (varies && s->samples != 1)
         return mp_error_set(MP_ERR_UNSUPPORTED, "%s: colour slices with differing rescale", s->slices[0].path);
     mp_vol_t *v;
-    rc = mp_vol_create(&v, dim, varies ? MP_DTYPE_F32 : series_dtype(s));
+    rc = create_uninitialised(&v, dim, varies ? MP_DTYPE_F32 : series_dtype(s), s->nz != s->count);
     if (rc) return rc;
     read_ctx_t ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -894,10 +919,9 @@ int mp_dicom_series_read(mp_vol_t **out, const mp_dicom_series_t *s) {
         mp_pool_t *pool = s->count >= 8 ? mp_pool_create(0) : NULL;
         mp_pool_parallel_for(pool, s->count, read_range, &ctx);
         mp_pool_free(pool);
-        if (ctx.failed) rc = mp_error_set(MP_ERR_FORMAT, "%s", ctx.err);
-        for (int i = 0; i < s->count && rc; i++)
-            if (ctx.status[i]) {
-                rc = ctx.status[i] == MP_ERR_FORMAT ? rc : mp_error_set(ctx.status[i], "%s", ctx.err);
+        for (int i = 0; ctx.failed && i < s->count; i++)
+            if (ctx.status[i]) { /* the first failure's code, with the message a worker kept */
+                rc = mp_error_set(ctx.status[i], "%s", ctx.err);
                 break;
             }
     }
