@@ -8,6 +8,8 @@
  *   guessed        no preamble/meta: read by guessing, tags agree with pydicom force=True
  *   rejected       a clean error (file named) where pydicom fails too, or a known-malformed file
  *   pending codec  JPEG-family pixel data: decoders come from the codecs branch
+ *   no reference   JPEG family decoded where pydicom has no decoder (the codec
+ *                  tests compare those with dcmtk/GDCM)
  * Anything else fails the test. */
 #include "harness.h"
 #include "medpipe/core.h"
@@ -23,7 +25,7 @@ typedef struct {
 
 static ref_t refs[MAXF];
 static int nrefs;
-static int n_match, n_parsed, n_guessed, n_rejected, n_pending, n_fail;
+static int n_match, n_parsed, n_guessed, n_rejected, n_pending, n_noref, n_fail;
 
 /* Known malformed files: each must give a clean error. */
 static const char *known_bad[] = {
@@ -145,52 +147,88 @@ static uint8_t *read_raw(const char *path, size_t *n) {
     return b;
 }
 
-/* Decodes every frame and compares with the reference raw (exact) and, when
- * given, the RGB reference (within 1). Returns 1 match, 0 mismatch (why
- * filled), -1 our decoder failed (why = message). */
+static int64_t sample_at(const uint8_t *b, size_t i, int sb, int sign) {
+    if (sb == 1) return sign ? (int8_t)b[i] : b[i];
+    if (sb == 2) {
+        uint16_t u;
+        memcpy(&u, b + 2 * i, 2);
+        return sign ? (int16_t)u : u;
+    }
+    uint32_t u;
+    memcpy(&u, b + 4 * i, 4);
+    return sign ? (int32_t)u : (int64_t)u;
+}
+
+/* Largest difference between two frames, sample by sample. */
+static int64_t max_diff(const uint8_t *a, const uint8_t *b, size_t n, int sb, int sign) {
+    int64_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t d = sample_at(a, i, sb, sign) - sample_at(b, i, sb, sign);
+        if (d < 0) d = -d;
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+static int is_jpeg_family(const char *syntax) { return strncmp(syntax, "1.2.840.10008.1.2.4.", 20) == 0; }
+
+/* Lossy syntaxes: decoders may round differently. */
+static int is_lossy(const char *syntax) {
+    return !strcmp(syntax, "1.2.840.10008.1.2.4.50") || !strcmp(syntax, "1.2.840.10008.1.2.4.51") ||
+           !strcmp(syntax, "1.2.840.10008.1.2.4.81") || !strcmp(syntax, "1.2.840.10008.1.2.4.91") ||
+           !strcmp(syntax, "1.2.840.10008.1.2.4.203");
+}
+
+/* Decodes every frame and compares with pydicom. Native and RLE: exact, and
+ * for YBR images the RGB conversion within 1 of pydicom's. JPEG family (once
+ * the codecs are merged): exact, or, as those decoders return RGB for colour,
+ * within 2 of pydicom's YBR->RGB, or within 2 for lossy syntaxes. Returns 1
+ * match, 0 mismatch (why filled), -1 our decoder failed (why = message). */
 static int compare_pixels(const mp_dicom_file_t *f, const ref_t *r, char *why, size_t cap) {
     mp_dicom_pixel_info_t pi;
     if (mp_dicom_pixel_info(f, &pi)) {
         snprintf(why, cap, "%s", mp_error_message());
         return -1;
     }
-    size_t fb = mp_dicom_frame_bytes(&pi), n = 0, nrgb = 0;
+    size_t fb = mp_dicom_frame_bytes(&pi), n = 0, nrgb = 0, ns = fb / (size_t)pi.sample_bytes;
     uint8_t *ref = read_raw(r->raw, &n), *rgb = r->rgb[0] != '-' ? read_raw(r->rgb, &nrgb) : NULL;
     uint8_t *buf = malloc(fb);
-    int result = 1;
-    if (!ref || n != fb * (size_t)pi.frames) {
+    int result = 1, jpeg = is_jpeg_family(pi.syntax);
+    int64_t worst = 0;
+    if (!ref || n != fb * (size_t)pi.frames || (rgb && nrgb != n)) {
         snprintf(why, cap, "reference has %zu bytes, %d frames of %zu expected", n, pi.frames, fb);
         result = 0;
     }
     for (int k = 0; result == 1 && k < pi.frames; k++) {
+        const uint8_t *want = ref + (size_t)k * fb, *want_rgb = rgb ? rgb + (size_t)k * fb : NULL;
         if (mp_dicom_decode_frame(f, &pi, k, buf, fb, 0)) {
             snprintf(why, cap, "%s", mp_error_message());
             result = -1;
             break;
         }
-        if (memcmp(buf, ref + (size_t)k * fb, fb) != 0) {
+        int64_t d = max_diff(buf, want, ns, pi.sample_bytes, pi.is_signed);
+        if (d && jpeg && want_rgb) d = max_diff(buf, want_rgb, ns, 1, 0) <= 2 ? 0 : d;
+        if (d && jpeg && is_lossy(pi.syntax) && d <= 2) {
+            worst = d > worst ? d : worst;
+            d = 0;
+        }
+        if (d) {
             size_t i = 0;
-            while (buf[i] == ref[(size_t)k * fb + i]) i++;
-            snprintf(why, cap, "frame %d differs from pydicom first at byte %zu", k, i);
+            while (buf[i] == want[i]) i++;
+            snprintf(why, cap, "frame %d differs from pydicom first at byte %zu (max %lld)", k, i, (long long)d);
             result = 0;
             break;
         }
-        if (rgb) {
-            if (nrgb != fb * (size_t)pi.frames || mp_dicom_decode_frame(f, &pi, k, buf, fb, MP_DICOM_FRAME_RGB)) {
-                snprintf(why, cap, "RGB conversion failed");
+        if (want_rgb && !jpeg) {
+            if (mp_dicom_decode_frame(f, &pi, k, buf, fb, MP_DICOM_FRAME_RGB) || max_diff(buf, want_rgb, ns, 1, 0) > 1) {
+                snprintf(why, cap, "RGB frame %d differs from pydicom's YBR->RGB by more than 1", k);
                 result = 0;
                 break;
             }
-            for (size_t i = 0; i < fb; i++)
-                if (abs((int)buf[i] - (int)rgb[(size_t)k * fb + i]) > 1) {
-                    snprintf(why, cap, "RGB frame %d differs from pydicom at byte %zu: %d vs %d", k, i, buf[i],
-                             rgb[(size_t)k * fb + i]);
-                    result = 0;
-                    break;
-                }
-            if (result == 1) snprintf(why, cap, "RGB within 1 of pydicom");
+            snprintf(why, cap, "RGB within 1 of pydicom");
         }
     }
+    if (result == 1 && worst) snprintf(why, cap, "lossy: within %lld of pydicom", (long long)worst);
     free(buf);
     free(ref);
     free(rgb);
@@ -207,6 +245,7 @@ static void outcome(const ref_t *r, const char *what, const char *detail) {
     else if (strcmp(what, "guessed") == 0) n_guessed++;
     else if (strcmp(what, "rejected") == 0) n_rejected++;
     else if (strcmp(what, "pending codec") == 0) n_pending++;
+    else if (strcmp(what, "no reference") == 0) n_noref++;
     else n_fail++;
 }
 
@@ -242,6 +281,8 @@ static void check_one(const ref_t *r) {
             if (d && is_pending(mp_error_message())) outcome(r, "pending codec", r->syntax);
             else if (d && (strstr(mp_error_message(), r->path) || is_known_bad(r->path)))
                 outcome(r, "rejected", mp_error_message());
+            else if (!d && is_jpeg_family(pi.syntax)) /* pydicom lacks a decoder; the codec tests compare these */
+                outcome(r, "no reference", "decoded; pydicom has no decoder for it");
             else outcome(r, "FAIL", d ? mp_error_message() : "decoded where pydicom could not: no reference");
         } else if (!have_px) {
             outcome(r, "parsed", "no pixel data in the main data set");
@@ -271,8 +312,8 @@ static void test_pydicom_and_nibabel_files(void) {
     printf("  %-64s %-14s %s\n", "file", "outcome", "detail");
     for (int i = 0; i < nrefs; i++) check_one(&refs[i]);
     printf("  %d files: %d match, %d parsed (no pixels), %d guessed (no meta), %d rejected cleanly, %d pending codec, "
-           "%d failed\n",
-           nrefs, n_match, n_parsed, n_guessed, n_rejected, n_pending, n_fail);
+           "%d decoded without a pydicom reference, %d failed\n",
+           nrefs, n_match, n_parsed, n_guessed, n_rejected, n_pending, n_noref, n_fail);
     MP_CHECKF(n_fail == 0, "%d files failed (see the table)", n_fail);
     MP_CHECK(n_match >= 60); /* the native and RLE files of pydicom and nibabel */
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -19,7 +19,7 @@ raw: frames x rows x cols x samples, little endian, in the sample type the C
 decoder produces (uint8/int8/uint16/int16/uint32/int32 by BitsAllocated and
 PixelRepresentation), after the BitsStored/HighBit masking and sign extension
 that PS3.5 8.1.1 defines (pydicom returns the raw words). rgb_raw: for
-YBR_FULL / YBR_FULL_422 images, pydicom's convert_color_space to RGB.
+YBR_FULL / YBR_FULL_422 8-bit images, pydicom's convert_color_space to RGB.
 """
 import gzip
 import os
@@ -144,9 +144,7 @@ def one(path, outdir, idx):
     m.tofile(raw)
     row["raw"] = raw
     row["status"] = "pixels"
-    if spp == 3 and row["photometric"] in ("YBR_FULL", "YBR_FULL_422") and int(ds.BitsAllocated) == 8 \
-            and row["syntax"] in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
-                                  "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.5"):
+    if spp == 3 and row["photometric"] in ("YBR_FULL", "YBR_FULL_422") and int(ds.BitsAllocated) == 8:
         rgb = convert_color_space(arr.astype(np.uint8), "YBR_FULL", "RGB")
         rgbp = os.path.join(outdir, "ref%03d_rgb.raw" % idx)
         rgb.astype(np.uint8).tofile(rgbp)
