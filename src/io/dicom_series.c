@@ -440,61 +440,85 @@ static void describe_short(const mp_dicom_series_t *s, char *buf, size_t cap) {
     else snprintf(buf, cap, "series %s%s", s->series_uid[0] ? s->series_uid : "(no uid)", part);
 }
 
-/* z index of every slice (gaps of whole missing slices kept), flags and the
- * affine, from positions sorted along the normal. */
-static int stack_geometry(mp_dicom_series_t *s, double fallback_step) {
-    int n = s->count;
+/* z index of each slice from the gaps between sorted positions: a gap of q
+ * median steps (q >= 2) leaves q - 1 missing slices that the volume keeps
+ * room for. Returns the median step; *uneven when a gap fits no whole
+ * number of steps. */
+static double slice_indices(mp_dicom_series_t *s, const char *who, int *uneven, double *tol) {
+    int n = s->count, missing = 0;
+    double *gaps = malloc(sizeof(double) * (size_t)(n - 1) * 2);
+    if (!gaps) return -1;
+    for (int i = 0; i + 1 < n; i++) gaps[i] = gaps[n - 1 + i] = s->slices[i + 1].proj - s->slices[i].proj;
+    double m = median(gaps + n - 1, n - 1), gmin = gaps[0], gmax = gaps[0];
+    *tol = 0.01 * m + 0.01;
+    for (int i = 0; i + 1 < n; i++) {
+        double g = gaps[i], q = floor(g / m + 0.5);
+        gmin = fmin(gmin, g);
+        gmax = fmax(gmax, g);
+        int k = 1;
+        if (q >= 2 && fabs(g - q * m) <= *tol * q && q <= 2.0 * n) {
+            k = (int)q;
+            missing += k - 1;
+        } else if (fabs(g - m) > *tol) {
+            *uneven = 1;
+        }
+        s->z_of_slice[i + 1] = s->z_of_slice[i] + k;
+    }
+    free(gaps);
+    if (missing) s->flags |= MP_DICOM_SERIES_MISSING;
+    if (missing > n) {
+        /* Too sparse to fill (a few slices kept from a long series): keep
+         * them contiguous and say the spacing is not uniform. */
+        for (int i = 0; i < n; i++) s->z_of_slice[i] = i;
+        mp_log(MP_LOG_WARN, "%s: %d slices with gaps worth %d more; not filled", who, n, missing);
+        *uneven = 1;
+        missing = 0;
+    }
+    for (int i = 0; missing && i + 1 < n; i++)
+        if (s->z_of_slice[i + 1] - s->z_of_slice[i] > 1)
+            mp_log(MP_LOG_WARN, "%s: %d slice(s) missing between positions %.3f and %.3f mm along the normal (filled)",
+                   who, s->z_of_slice[i + 1] - s->z_of_slice[i] - 1, s->slices[i].proj, s->slices[i + 1].proj);
+    if (*uneven)
+        mp_log(MP_LOG_WARN, "%s: uneven slice spacing (%.4f to %.4f mm, median %.4f): mean spacing used", who, gmin,
+               gmax, m);
+    return m;
+}
+
+/* Affine from LPS axes: x along the row direction (column index), y along
+ * the column direction, z = step, origin = first voxel; RAS negates x and y. */
+static void set_affine(mp_dicom_series_t *s, const double r[3], const double c[3], const double step[3],
+                       const double origin[3]) {
     const mp_dicom_slice_t *a = &s->slices[0];
-    double r[3], c[3], nrm[3];
+    mp_mat4_identity(s->affine);
+    for (int i = 0; i < 3; i++) {
+        double sign = i < 2 ? -1.0 : 1.0;
+        s->affine[i][0] = sign * r[i] * a->pixel_spacing[1];
+        s->affine[i][1] = sign * c[i] * a->pixel_spacing[0];
+        s->affine[i][2] = sign * step[i];
+        s->affine[i][3] = sign * origin[i];
+    }
+}
+
+/* z indices, flags (missing, uneven, tilt) and the affine of a sorted stack. */
+static int stack_geometry(mp_dicom_series_t *s, double fallback_step) {
+    int n = s->count, uneven = 0;
+    const mp_dicom_slice_t *a = &s->slices[0], *b = &s->slices[n - 1];
+    double r[3], c[3], nrm[3], step[3], tol = 0;
     memcpy(r, a->iop, sizeof r);
     memcpy(c, a->iop + 3, sizeof c);
     cross(r, c, nrm);
     normalize(nrm);
     char who[200];
     describe_short(s, who, sizeof who);
-    double step[3];
     s->z_of_slice[0] = 0;
-    if (n == 1) {
-        double d = fallback_step > 0 ? fallback_step : 1.0;
-        for (int i = 0; i < 3; i++) step[i] = nrm[i] * d;
-        s->slice_spacing = d;
-        s->nz = 1;
-    } else {
-        double *gaps = malloc(sizeof(double) * (size_t)(n - 1) * 2);
-        if (!gaps) return mp_error_set(MP_ERR_NOMEM, "out of memory");
-        for (int i = 0; i + 1 < n; i++) gaps[i] = gaps[n - 1 + i] = s->slices[i + 1].proj - s->slices[i].proj;
-        double m = median(gaps + n - 1, n - 1), tol = 0.01 * m + 0.01, gmin = gaps[0], gmax = gaps[0];
-        int missing = 0, uneven = 0;
-        for (int i = 0; i + 1 < n; i++) {
-            double g = gaps[i], q = floor(g / m + 0.5);
-            gmin = fmin(gmin, g);
-            gmax = fmax(gmax, g);
-            int k = 1;
-            if (q >= 2 && fabs(g - q * m) <= tol * q && q <= 2.0 * n) {
-                k = (int)q;
-                missing += k - 1;
-            } else if (fabs(g - m) > tol) {
-                uneven = 1;
-            }
-            s->z_of_slice[i + 1] = s->z_of_slice[i] + k;
-        }
-        free(gaps);
-        if (missing > n) {
-            /* Too sparse to fill (a few slices kept from a long series): keep
-             * them contiguous and say the spacing is not uniform. */
-            for (int i = 0; i < n; i++) s->z_of_slice[i] = i;
-            mp_log(MP_LOG_WARN, "%s: %d slices with gaps worth %d more; not filled", who, n, missing);
-            s->flags |= MP_DICOM_SERIES_MISSING;
-            uneven = 1;
-            missing = 0;
-        }
-        for (int i = 0; missing && i + 1 < n; i++)
-            if (s->z_of_slice[i + 1] - s->z_of_slice[i] > 1)
-                mp_log(MP_LOG_WARN, "%s: %d slice(s) missing between positions %.3f and %.3f mm along the normal (filled)",
-                       who, s->z_of_slice[i + 1] - s->z_of_slice[i] - 1, s->slices[i].proj, s->slices[i + 1].proj);
+    s->nz = 1;
+    s->slice_spacing = fallback_step > 0 ? fallback_step : 1.0;
+    for (int i = 0; i < 3; i++) step[i] = nrm[i] * s->slice_spacing;
+    if (n > 1) {
+        double m = slice_indices(s, who, &uneven, &tol);
+        if (m < 0) return mp_error_set(MP_ERR_NOMEM, "out of memory");
+        s->slice_spacing = m;
         s->nz = s->z_of_slice[n - 1] + 1;
-        if (missing) s->flags |= MP_DICOM_SERIES_MISSING;
-        const mp_dicom_slice_t *b = &s->slices[n - 1];
         for (int i = 0; i < 3; i++) step[i] = (b->ipp[i] - a->ipp[i]) / (double)(s->nz - 1);
         /* every slice on the line first + z * step? */
         for (int j = 1; j + 1 < n && !uneven; j++) {
@@ -503,14 +527,12 @@ static int stack_geometry(mp_dicom_series_t *s, double fallback_step) {
                 double e = s->slices[j].ipp[i] - (a->ipp[i] + step[i] * s->z_of_slice[j]);
                 d2 += e * e;
             }
-            if (sqrt(d2) > tol) uneven = 1;
+            if (sqrt(d2) > tol) {
+                uneven = 1;
+                mp_log(MP_LOG_WARN, "%s: slice %d is %.3f mm off the line through the first and last", who, j, sqrt(d2));
+            }
         }
-        if (uneven) {
-            s->flags |= MP_DICOM_SERIES_NONUNIFORM;
-            mp_log(MP_LOG_WARN, "%s: uneven slice spacing (%.4f to %.4f mm, median %.4f): mean spacing used", who,
-                   gmin, gmax, m);
-        }
-        s->slice_spacing = m;
+        if (uneven) s->flags |= MP_DICOM_SERIES_NONUNIFORM;
         double along = step[0] * nrm[0] + step[1] * nrm[1] + step[2] * nrm[2];
         double len = sqrt(step[0] * step[0] + step[1] * step[1] + step[2] * step[2]);
         double sin_t = sqrt(fmax(0.0, 1.0 - (along / len) * (along / len)));
@@ -520,38 +542,17 @@ static int stack_geometry(mp_dicom_series_t *s, double fallback_step) {
                    asin(sin_t) * 180.0 / M_PI);
         }
     }
-    /* LPS columns: x along the row direction (column index), y along the column direction. */
-    double lps[4][4] = {{0}};
-    for (int i = 0; i < 3; i++) {
-        lps[i][0] = r[i] * a->pixel_spacing[1];
-        lps[i][1] = c[i] * a->pixel_spacing[0];
-        lps[i][2] = step[i];
-        lps[i][3] = a->ipp[i];
-    }
-    lps[3][3] = 1;
-    for (int j = 0; j < 4; j++) {
-        s->affine[0][j] = -lps[0][j];
-        s->affine[1][j] = -lps[1][j];
-        s->affine[2][j] = lps[2][j];
-        s->affine[3][j] = lps[3][j];
-    }
+    set_affine(s, r, c, step, a->ipp);
     return MP_OK;
 }
 
 static void no_geometry(mp_dicom_series_t *s, double fallback_step) {
-    const mp_dicom_slice_t *a = &s->slices[0];
     s->flags |= MP_DICOM_SERIES_NO_GEOMETRY;
     for (int i = 0; i < s->count; i++) s->z_of_slice[i] = i;
     s->nz = s->count;
     s->slice_spacing = fallback_step > 0 ? fallback_step : 1.0;
-    double lps[4][4] = {{a->pixel_spacing[1], 0, 0, 0}, {0, a->pixel_spacing[0], 0, 0}, {0, 0, s->slice_spacing, 0},
-                        {0, 0, 0, 1}};
-    mp_mat4_identity(s->affine);
-    for (int j = 0; j < 4; j++) {
-        s->affine[0][j] = -lps[0][j];
-        s->affine[1][j] = -lps[1][j];
-        s->affine[2][j] = lps[2][j];
-    }
+    double r[3] = {1, 0, 0}, c[3] = {0, 1, 0}, step[3] = {0, 0, s->slice_spacing}, o[3] = {0, 0, 0};
+    set_affine(s, r, c, step, o);
 }
 
 /* Builds series `s` from the slices idx[0..n) (sorted): drops duplicates,
