@@ -8,6 +8,7 @@
 #include "medpipe/vol.h"
 #include "medpipe/vol_ops.h"
 #include "medpipe/io.h"
+#include "medpipe/dicom.h"
 #include "medpipe/dicom_write.h"
 #include "medpipe/jsonl.h"
 #include "medpipe/metrics.h"
