@@ -10,6 +10,7 @@
 #include "medpipe/io.h"
 #include "medpipe/dicom.h"
 #include "medpipe/dicom_write.h"
+#include "medpipe/dicom_source.h"
 #include "medpipe/jsonl.h"
 #include "medpipe/metrics.h"
 #include "medpipe/nifti.h"

@@ -2,7 +2,11 @@
  * Files are matched by name (the same file name in both folders), geometry is
  * checked (dims, affine within 1e-4; never resampled), metrics are computed
  * per case and class (src/metrics), printed as a table with means, and
- * written as an nnU-Net-style summary.json. */
+ * written as an nnU-Net-style summary.json.
+ *
+ * Inputs: a folder whose top level holds NIfTI images is a set of cases; any
+ * other folder is one image (a DICOM series, searched recursively, read by
+ * mp_image_read), as is a file (NIfTI, a DICOM file or a DICOMDIR). */
 #include "cli/cli.h"
 #include "medpipe/medpipe.h"
 #include "medpipe/metrics.h"
@@ -22,9 +26,13 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: medpipe evaluate --pred DIR_OR_FILE --ref DIR_OR_FILE [--labels 1,2,3]\n"
             "                        [--tolerance MM] [--json FILE] [--threads N]\n\n"
-            "Compares predicted label maps with reference label maps. With folders, every\n"
-            "image in --ref (.nii, .nii.gz, .hdr) must have a prediction of the same file\n"
-            "name in --pred; dims and affines must agree (within 1e-4), nothing is resampled.\n\n"
+            "Compares predicted label maps with reference label maps. With folders of NIfTI\n"
+            "images, every image in --ref (.nii, .nii.gz, .hdr) must have a prediction of the\n"
+            "same file name in --pred; dims and affines must agree (within 1e-4), nothing is\n"
+            "resampled. A folder without NIfTI images at its top level is one DICOM image\n"
+            "series (searched recursively; it must hold exactly one series), and a file is\n"
+            "one image (NIfTI, DICOM or a DICOMDIR): --pred and --ref are then compared as\n"
+            "one case, in any mix of formats.\n\n"
             "Per case and class: Dice, IoU, HD95, ASSD (mm), NSD (normalized surface Dice),\n"
             "TP/FP/FN/TN, n_pred/n_ref and the volume difference (mL and relative). Surfaces\n"
             "are the voxels with a 6-neighbour outside the mask; distances use the reference\n"
@@ -196,15 +204,41 @@ static int missing_error(const char *pred_dir, char **missing, int n) {
                         n == 1 ? "" : "s", list, n > 20 ? ", ..." : "");
 }
 
+/* Last component of a path, trailing slashes ignored ("a/dicom/" -> "dicom"). */
+static char *base_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    return strndup(path + b, n - b);
+}
+
+/* *cases = 1 for a folder holding NIfTI images at its top level (a set of
+ * cases matched by name); 0 for a file or any other folder (one image). */
+static int case_folder(const char *path, int *cases) {
+    *cases = 0;
+    if (!is_dir(path)) return MP_OK;
+    char **names;
+    int n, rc = list_images(path, &names, &n);
+    if (rc) return rc;
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    *cases = n > 0;
+    return MP_OK;
+}
+
 static int match_cases(const args_t *a, case_t **out, int *n_out) {
     *out = NULL;
     *n_out = 0;
-    int pd = is_dir(a->pred), rd = is_dir(a->ref);
-    if (pd != rd) return mp_error_set(MP_ERR_ARG, "--pred and --ref must both be files or both be folders");
+    int pd, rd, rc = case_folder(a->pred, &pd);
+    if (!rc) rc = case_folder(a->ref, &rd);
+    if (rc) return rc;
+    if (pd != rd)
+        return mp_error_set(MP_ERR_ARG, "%s is a folder of NIfTI cases but %s is one image (a file or a DICOM series "
+                            "folder): give two folders of cases or two images", pd ? a->pred : a->ref, pd ? a->ref : a->pred);
     if (!rd) {
         case_t *c = calloc(1, sizeof *c);
-        const char *slash = strrchr(a->ref, '/');
-        if (!c || !(c->name = strdup(slash ? slash + 1 : a->ref)) || !(c->pred_path = strdup(a->pred)) ||
+        if (!c || !(c->name = base_name(a->ref)) || !(c->pred_path = strdup(a->pred)) ||
             !(c->ref_path = strdup(a->ref))) {
             free_cases(c, 1);
             return mp_error_set(MP_ERR_NOMEM, "out of memory");
@@ -214,7 +248,8 @@ static int match_cases(const args_t *a, case_t **out, int *n_out) {
         return MP_OK;
     }
     char **refs, **preds;
-    int nr, np, rc = list_images(a->ref, &refs, &nr);
+    int nr, np;
+    rc = list_images(a->ref, &refs, &nr);
     if (rc) return rc;
     if ((rc = list_images(a->pred, &preds, &np))) goto done_refs;
     if (nr == 0) {

@@ -13,8 +13,8 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
-    {"info", mp_cli_info, "print dims, spacing, orientation, data type and range of an image"},
-    {"convert", mp_cli_convert, "convert between image formats (.nii, .nii.gz, .hdr/.img)"},
+    {"info", mp_cli_info, "image facts (dims, spacing, orientation, range); DICOM series and tags"},
+    {"convert", mp_cli_convert, "convert images: NIfTI/Analyze, DICOM (file, folder, DICOMDIR) in, DICOM series out"},
     {"synth", mp_cli_synth, "write a synthetic CT-like dataset in the nnU-Net layout"},
     {"evaluate", mp_cli_evaluate, "Dice, IoU, HD95, ASSD, surface Dice of predictions vs references"},
     {"doctor", mp_cli_doctor, "what this machine offers and what medpipe will use"},

@@ -71,5 +71,8 @@ void mp_dcm_pathlist_free(mp_dcm_pathlist_t *l);
 /* Files named by `path`: the file itself, every regular file under a folder
  * (sorted, recursive), or the image files a DICOMDIR refers to. */
 int mp_dcm_collect_files(mp_dcm_pathlist_t *out, const char *path);
+/* Parses a file's header up to Pixel Data (MP_DICOM_PARSE_STOP_AT_PIXELS),
+ * reading only the first 64 KB when the header fits in them. */
+int mp_dcm_read_header(mp_dicom_file_t **out, const char *path);
 
 #endif

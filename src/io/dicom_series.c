@@ -41,12 +41,34 @@ typedef struct {
     int64_t number;
 } finfo_t;
 
+#define MAX_HELD 32
+
 typedef struct {
     cand_t *c;
     int n, cap;
     finfo_t *fi;
     int nf, fcap;
+    /* Warnings about skipped files are held until the scan ends: shown when
+     * images were found, folded into the error when none were (so a lone
+     * broken file gives one message, not the same one twice). */
+    char *held[MAX_HELD];
+    int n_held, n_unheld;
 } scan_t;
+
+static void hold_warning(scan_t *sc, const char *msg) {
+    char *m = sc->n_held < MAX_HELD ? strdup(msg) : NULL;
+    if (m) sc->held[sc->n_held++] = m;
+    else sc->n_unheld++;
+}
+
+static void release_warnings(scan_t *sc, int show) {
+    for (int i = 0; i < sc->n_held; i++) {
+        if (show) mp_log(MP_LOG_WARN, "%s", sc->held[i]);
+        free(sc->held[i]);
+    }
+    if (show && sc->n_unheld) mp_log(MP_LOG_WARN, "%d more file(s) skipped", sc->n_unheld);
+    sc->n_held = sc->n_unheld = 0;
+}
 
 /* ------------------------------------------------------------ reading a file's slices */
 
@@ -176,7 +198,9 @@ static int add_file(scan_t *sc, const mp_dicom_file_t *f, const char *path) {
     const mp_dicom_ds_t *ds = mp_dicom_file_dataset(f);
     mp_dicom_pixel_info_t pi;
     if (mp_dicom_pixel_info(f, &pi)) {
-        mp_log(MP_LOG_WARN, "%s: skipped: %s", path, mp_error_message());
+        char msg[700];
+        snprintf(msg, sizeof msg, "%s: skipped: %s", path, mp_error_message());
+        hold_warning(sc, msg);
         return 1;
     }
     if (sc->nf == sc->fcap) {
@@ -241,7 +265,7 @@ static int add_file(scan_t *sc, const mp_dicom_file_t *f, const char *path) {
 
 /* Reads the start of a file (enough for the header of most images) and falls
  * back to the whole file when the header runs past it. */
-static int read_header(mp_dicom_file_t **out, const char *path) {
+int mp_dcm_read_header(mp_dicom_file_t **out, const char *path) {
     *out = NULL;
     FILE *fp = fopen(path, "rb");
     if (!fp) return mp_error_set(MP_ERR_IO, "%s: cannot open", path);
@@ -643,6 +667,7 @@ void mp_dicom_series_describe(const mp_dicom_series_t *s, char *buf, size_t cap)
 /* ------------------------------------------------------------ scan */
 
 static void scan_free(scan_t *sc) {
+    release_warnings(sc, 0);
     for (int i = 0; i < sc->nf; i++) free(sc->fi[i].path);
     free(sc->fi);
     free(sc->c);
@@ -651,12 +676,17 @@ static void scan_free(scan_t *sc) {
 static int scan_files(scan_t *sc, const mp_dcm_pathlist_t *files, int *skipped, char *first_err, size_t cap) {
     for (int i = 0; i < files->n; i++) {
         mp_dicom_file_t *f;
-        int rc = read_header(&f, files->paths[i]);
+        int rc = mp_dcm_read_header(&f, files->paths[i]);
         if (rc) {
             if (rc == MP_ERR_NOMEM) return rc;
             if (!first_err[0]) snprintf(first_err, cap, "%s", mp_error_message());
-            mp_log(strstr(mp_error_message(), "not a DICOM file") ? MP_LOG_DEBUG : MP_LOG_WARN, "skipped: %s",
-                   mp_error_message());
+            if (strstr(mp_error_message(), "not a DICOM file")) {
+                mp_log(MP_LOG_DEBUG, "skipped: %s", mp_error_message());
+            } else {
+                char msg[700];
+                snprintf(msg, sizeof msg, "skipped: %s", mp_error_message());
+                hold_warning(sc, msg);
+            }
             (*skipped)++;
             continue;
         }
@@ -721,6 +751,7 @@ int mp_dicom_scan(mp_dicom_series_list_t **out, const char *path) {
     }
     if (!rc) rc = make_groups(&gs, &sc);
     if (!rc) rc = series_from_groups(l, &sc, &gs);
+    release_warnings(&sc, !rc && l->n > 0);
     if (!rc && l->n == 0) {
         rc = files.n == 0 ? mp_error_set(MP_ERR_FORMAT, "%s: no files found", path)
                           : mp_error_set(MP_ERR_FORMAT, "%s: no DICOM image found in %d file(s)%s%s", path, files.n,

@@ -190,7 +190,7 @@ def test_usage_errors():
     root = scratch("evaluate-kinds")
     save(os.path.join(root, "f.nii"), np.zeros((4, 4, 4), np.uint8))
     p = medpipe("evaluate", "--pred", root, "--ref", os.path.join(root, "f.nii"), check=False)
-    assert p.returncode == 1 and "both be files or both be folders" in p.stderr, p.stderr
+    assert p.returncode == 1 and "is a folder of NIfTI cases but" in p.stderr, p.stderr
     shutil.rmtree(root)
 
 
