@@ -109,7 +109,8 @@ static void get_date(const mp_dicom_ds_t *ds, uint32_t tag, char out[9]) {
         }
     }
     d[n] = 0;
-    snprintf(out, 9, "%s", n == 8 ? d : "");
+    if (n == 8) memcpy(out, d, 9);
+    else out[0] = 0;
 }
 
 /* TM: HH[MM[SS[.F{1,6}]]] (the old HH:MM:SS loses its colons), else empty. */
@@ -131,9 +132,10 @@ static void get_time(const mp_dicom_ds_t *ds, uint32_t tag, char out[17]) {
         }
     }
     if (dot && frac == 0) n--;
-    t[n] = 0;
+    t[n] = 0; /* at most 6 + 1 + 6 characters */
     size_t hms = dot ? 6 : n;
-    snprintf(out, 17, "%s", ok && n && hms % 2 == 0 ? t : "");
+    if (ok && n && hms % 2 == 0) memcpy(out, t, n + 1);
+    else out[0] = 0;
 }
 
 /* ---------------------------------------------------------------- source */

@@ -207,6 +207,23 @@ def test_info_single_file():
     assert "CT Image Storage" in text and "Explicit VR Little Endian" in text
 
 
+def test_info_flags():
+    """A series with a slice taken out: info says so, convert fills it."""
+    gap = os.path.join(TMP, "gap_dcm")
+    shutil.copytree(os.path.join(TMP, "rt_asc_dcm"), gap)
+    os.remove(os.path.join(gap, "IM00004.dcm"))
+    info = json.loads(medpipe("info", gap, "--json").stdout)
+    s = info["series"][0]
+    assert s["slices"] == 8 and s["dims"][2] == 9 and s["flags"] == ["missing-slices"], s
+    assert abs(s["spacing"][2] - 2.5) < 1e-4
+    text = medpipe("info", gap).stdout
+    assert "8 images, 9 volume slices (1 filled)" in text and "missing-slices" in text, text
+    out = os.path.join(TMP, "gap.nii")
+    p = medpipe("convert", gap, out)
+    assert "missing" in p.stderr, p.stderr
+    assert nib.load(out).shape == (24, 20, 9)
+
+
 def test_content_sniffing():
     """DICOM files without a telling name are recognised by their content."""
     src = sorted(glob.glob(os.path.join(TMP, "rt_asc_dcm", "*.dcm")))[0]
@@ -320,6 +337,6 @@ def test_evaluate_dicom_reference():
 
 
 run_tests([test_roundtrip_same_order, test_roundtrip_reversed_slices, test_multi_series_folder, test_info_dicomdir,
-           test_info_single_file, test_content_sniffing, test_bad_inputs, test_failure_midway_leaves_nothing,
+           test_info_single_file, test_info_flags, test_content_sniffing, test_bad_inputs, test_failure_midway_leaves_nothing,
            test_evaluate_dicom_reference])
 shutil.rmtree(TMP, ignore_errors=True)
