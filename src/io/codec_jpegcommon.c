@@ -20,8 +20,8 @@ int mp_codec_frame_check(const char *codec, const mp_frame_info_t *fi, size_t ou
     if (fi->bits_stored < 1 || fi->bits_stored > fi->bits_allocated)
         return mp_error_set(MP_ERR_FORMAT, "%s: bits stored %d with bits allocated %d", codec, fi->bits_stored,
                             fi->bits_allocated);
-    if (fi->planar != 0)
-        return mp_error_set(MP_ERR_ARG, "%s: planar output requested (decoders write interleaved samples)", codec);
+    /* fi->planar is not consulted: output is always interleaved (codec.h), and
+     * a file's PlanarConfiguration says nothing about a JPEG-family codestream. */
     uint64_t n = (uint64_t)fi->rows * (uint64_t)fi->cols * (uint64_t)fi->samples * (uint64_t)(fi->bits_allocated / 8);
     if (n != out_len)
         return mp_error_set(MP_ERR_ARG, "%s: output buffer is %zu bytes, frame %dx%dx%d at %d bits needs %llu", codec,

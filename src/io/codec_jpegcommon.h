@@ -13,7 +13,8 @@
 
 /* Checks a frame description and the output length for decoder `codec`
  * ("JPEG-LS", ...): sizes positive, samples 1 or 3, bits_allocated 8/16/32,
- * 1 <= bits_stored <= bits_allocated, out_len == rows*cols*samples*bytes,
+ * 1 <= bits_stored <= bits_allocated, out_len == rows*cols*samples*bytes
+ * (planar is ignored: output is always interleaved),
  * and the pixel count under the memory limit. Sets the error and returns < 0. */
 int mp_codec_frame_check(const char *codec, const mp_frame_info_t *fi, size_t out_len);
 
