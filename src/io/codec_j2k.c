@@ -91,6 +91,59 @@ static int check_image(const opj_image_t *im, const mp_frame_info_t *fi) {
     return 0;
 }
 
+/* OpenJPEG builds per-tile structures while reading the header, so a small
+ * header declaring a huge image or millions of tiles costs seconds and
+ * gigabytes before check_image could refuse it. The SIZ segment is read here
+ * first (for JP2, that of the codestream in the first jp2c box). */
+#define MAX_TILES 4096
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The codestream inside a JP2 file: the contents of the first jp2c box. */
+static const uint8_t *jp2_codestream(const uint8_t *in, size_t len, size_t *cs_len) {
+    size_t pos = 0;
+    while (len - pos >= 8) {
+        uint64_t box = be32(in + pos), hdr = 8;
+        if (box == 1) {
+            if (len - pos < 16) return NULL;
+            box = (uint64_t)be32(in + pos + 8) << 32 | be32(in + pos + 12);
+            hdr = 16;
+        } else if (box == 0) {
+            box = len - pos;
+        }
+        if (box < hdr || box > len - pos) return NULL;
+        if (!memcmp(in + pos + 4, "jp2c", 4)) {
+            *cs_len = (size_t)(box - hdr);
+            return in + pos + hdr;
+        }
+        pos += (size_t)box;
+    }
+    return NULL;
+}
+
+static int precheck_siz(const uint8_t *in, size_t len, int is_jp2, const mp_frame_info_t *fi) {
+    const uint8_t *p = in;
+    if (is_jp2 && !(p = jp2_codestream(in, len, &len))) return 0; /* OpenJPEG reports it */
+    if (len < 4 + 38 || p[0] != 0xFF || p[1] != 0x4F || p[2] != 0xFF || p[3] != 0x51) return 0;
+    p += 4;
+    uint32_t xsiz = be32(p + 4), ysiz = be32(p + 8), xo = be32(p + 12), yo = be32(p + 16);
+    uint32_t xt = be32(p + 20), yt = be32(p + 24), xto = be32(p + 28), yto = be32(p + 32);
+    unsigned csiz = (unsigned)p[36] << 8 | p[37];
+    if (xsiz <= xo || ysiz <= yo || xt == 0 || yt == 0 || xto > xo || yto > yo)
+        return mp_error_set(MP_ERR_FORMAT, J2K ": invalid SIZ geometry (%u-%u x %u-%u, tiles %ux%u)", xsiz, xo, ysiz,
+                            yo, xt, yt);
+    if (xsiz - xo != (uint32_t)fi->cols || ysiz - yo != (uint32_t)fi->rows || csiz != (unsigned)fi->samples)
+        return mp_error_set(MP_ERR_MISMATCH, J2K ": frame is %dx%dx%d but the codestream says %ux%ux%u", fi->cols,
+                            fi->rows, fi->samples, xsiz - xo, ysiz - yo, csiz);
+    uint64_t tx = ((uint64_t)xsiz - xto + xt - 1) / xt, ty = ((uint64_t)ysiz - yto + yt - 1) / yt;
+    if (tx * ty > MAX_TILES)
+        return mp_error_set(MP_ERR_UNSUPPORTED, J2K ": %llu tiles in one frame (at most %d supported)",
+                            (unsigned long long)(tx * ty), MAX_TILES);
+    return 0;
+}
+
 static int write_image(uint8_t *out, size_t out_len, const opj_image_t *im, const mp_frame_info_t *fi) {
     size_t npix = (size_t)fi->rows * (size_t)fi->cols;
     int ns = fi->samples, bytes = fi->bits_allocated / 8;
@@ -117,6 +170,7 @@ int mp_codec_decode_j2k(uint8_t *out, size_t out_len, const uint8_t *in, size_t 
     else if (in && in_len >= 4 && in[0] == 0xFF && in[1] == 0x4F && in[2] == 0xFF && in[3] == 0x51) fmt = OPJ_CODEC_J2K;
     else return mp_error_set(MP_ERR_FORMAT, J2K ": frame (%zu bytes) starts with neither a codestream (SOC/SIZ) nor a JP2 signature", in_len);
 
+    if ((rc = precheck_siz(in, in_len, fmt == OPJ_CODEC_JP2, fi)) < 0) return rc;
     mstream_t m = {in, in_len, 0, {0}};
     opj_codec_t *codec = opj_create_decompress(fmt);
     opj_stream_t *st = opj_stream_create(65536, OPJ_TRUE);
