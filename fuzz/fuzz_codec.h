@@ -12,7 +12,7 @@
 #include "io/codec.h"
 
 /* Byte 0: rows-1; byte 1: cols-1; byte 2: bit 0 three samples, bits 1-2
- * bits allocated (0: 8, 1: 16, 2: 32, 3: 16), bit 3 signed; byte 3: bits
+ * bits allocated (0: 8, 1: 16, 2: 32, 3: 16), bit 3 signed, bit 4 keep_color; byte 3: bits
  * stored - 1 (modulo bits allocated). */
 static inline int fuzz_frame_info(const uint8_t *d, size_t n, mp_frame_info_t *fi) {
     if (n < 4) return 0;
@@ -24,6 +24,7 @@ static inline int fuzz_frame_info(const uint8_t *d, size_t n, mp_frame_info_t *f
     fi->is_signed = (d[2] >> 3) & 1;
     fi->bits_stored = d[3] % fi->bits_allocated + 1;
     fi->planar = 0;
+    fi->keep_color = (d[2] >> 4) & 1;
     return 1;
 }
 

@@ -41,7 +41,7 @@ static const char *jstr(const cJSON *o, const char *k) {
 
 static mp_frame_info_t entry_info(const cJSON *e) {
     mp_frame_info_t fi = {jint(e, "rows"),         jint(e, "cols"),   jint(e, "samples"),
-                          jint(e, "bits_allocated"), jint(e, "bits_stored"), jint(e, "signed"), 0};
+                          jint(e, "bits_allocated"), jint(e, "bits_stored"), jint(e, "signed"), 0, 0};
     return fi;
 }
 
@@ -245,7 +245,7 @@ static void test_wrong_sizes(void) {
 static void test_garbage(void) {
     decode_fn fns[] = {mp_codec_decode_jpeg, mp_codec_decode_jpeg_lossless, mp_codec_decode_jpegls,
                        mp_codec_decode_j2k};
-    mp_frame_info_t fi = {32, 32, 1, 16, 12, 0, 0};
+    mp_frame_info_t fi = {32, 32, 1, 16, 12, 0, 0, 0};
     uint8_t out[32 * 32 * 2], in[4096];
     mp_rng_t rng;
     mp_rng_init(&rng, 7, 1);
@@ -313,7 +313,7 @@ static void test_mislabelled_jpeg(void) {
 }
 
 static void test_sign_extension(void) {
-    mp_frame_info_t fi = {1, 4, 1, 16, 12, 1, 0};
+    mp_frame_info_t fi = {1, 4, 1, 16, 12, 1, 0, 0};
     uint8_t buf[8] = {0xFF, 0x0F, 0x00, 0x08, 0xFF, 0x07, 0x18, 0xFC};
     mp_codec_sign_extend(buf, sizeof buf, &fi);
     MP_CHECK(sample(buf, 0, &fi) == -1 && sample(buf, 1, &fi) == -2048 && sample(buf, 2, &fi) == 2047);

@@ -584,7 +584,7 @@ static void test_rle_codec(void) {
         uint8_t *px = malloc(n), *enc = malloc(n * 2 + 200), *out = malloc(n);
         for (size_t i = 0; i < n; i++) px[i] = (uint8_t)(i % 5 < 2 ? 9 : mp_rng_u32(&rng));
         size_t en = rle_encode(px, npix, spp, bytes, enc);
-        mp_frame_info_t fi = {rows, cols, spp, bytes * 8, bytes * 8, 0, 0};
+        mp_frame_info_t fi = {rows, cols, spp, bytes * 8, bytes * 8, 0, 0, 0};
         MP_CHECK_OK(mp_codec_decode_rle(out, n, enc, en, &fi));
         MP_CHECK(memcmp(out, px, n) == 0);
         MP_CHECK_OK(mp_codec_decode_frame(MP_CODEC_RLE, out, n, enc, en, &fi));

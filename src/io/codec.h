@@ -17,6 +17,9 @@ typedef struct {
     int bits_stored;
     int is_signed;         /* PixelRepresentation */
     int planar;            /* PlanarConfiguration of the *decoded* output expected: always 0 here */
+    int keep_color;        /* 1: PhotometricInterpretation says RGB, so 3-component lossy JPEG is
+                              returned as stored (no YCbCr->RGB even if the codestream implies it),
+                              as pydicom and dcmtk's default do; 0: follow the codestream */
 } mp_frame_info_t;
 
 typedef enum {

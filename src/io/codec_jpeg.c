@@ -94,6 +94,9 @@ static int decode_8bit(uint8_t *out, size_t out_len, const uint8_t *in, size_t i
     jpeg_read_header(&ci, TRUE);
     if ((rc = check_header(&ci, fi)) < 0) longjmp(jerr.jb, 1);
     ci.out_color_space = fi->samples == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    /* DICOM's photometric interpretation overrides the codestream's colour
+     * markers: "RGB" means the components are stored as they are. */
+    if (fi->samples == 3 && fi->keep_color) ci.out_color_space = ci.jpeg_color_space;
     ci.dct_method = JDCT_ISLOW; /* the accurate integer IDCT, as in the IJG reference decoder */
     jpeg_start_decompress(&ci);
     int bytes = fi->bits_allocated / 8;

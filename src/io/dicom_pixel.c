@@ -341,7 +341,8 @@ static int decode_encapsulated(const mp_dicom_file_t *f, const mp_dicom_pixel_in
         in = joined;
         in_len = (size_t)total;
     }
-    mp_frame_info_t fi = {pi->rows, pi->cols, pi->samples, pi->bits_allocated, pi->bits_stored, pi->is_signed, 0};
+    mp_frame_info_t fi = {pi->rows, pi->cols, pi->samples, pi->bits_allocated, pi->bits_stored, pi->is_signed, 0,
+                          strcmp(pi->photometric, "RGB") == 0};
     rc = mp_codec_decode_frame(codec, out, out_len, in, in_len, &fi);
     free(joined);
     if (rc)
