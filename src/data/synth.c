@@ -61,6 +61,7 @@ typedef struct {
     double tilt;       /* bound of the random rotation, tan(angle / 2) */
     double mod_amp;    /* scale of the radius modulation */
     double bend, taper;
+    double taper0;     /* fixed part of the taper (a wedge, e.g. the liver) */
     double tex;        /* texture amplitude (HU) */
     double capsule;    /* thickness of a surrounding fat layer, S units */
     int paired;        /* plus a copy mirrored to the other side */
@@ -75,22 +76,22 @@ typedef struct {
  * lesion are darker: no threshold separates the classes; shape, position
  * and the fat around some organs do. */
 static const organ_tpl_t templates[MP_SYNTH_MAX_CLASSES] = {
-    {.name = "liver", .hu = 60, .hu_jitter = 4, .pos = {0.30, 0.14, 0.22}, .jitter = {0.05, 0.05, 0.12},
-     .axes = {0.31, 0.29, 0.40}, .quat = {1, 0, 0, 0}, .tilt = 0.15, .mod_amp = 1.0, .bend = 0.15,
-     .taper = 0.15, .tex = 4, .parent = -1},
+    {.name = "liver", .hu = 60, .hu_jitter = 4, .pos = {0.29, 0.16, 0.28}, .jitter = {0.05, 0.05, 0.12},
+     .axes = {0.40, 0.26, 0.35}, .quat = {0.70711, 0, 0.70711, 0}, .tilt = 0.15, .mod_amp = 0.7, .bend = 0.15,
+     .taper0 = 0.2, .taper = 0.1, .tex = 4, .parent = -1},
     {.name = "spleen", .hu = 50, .hu_jitter = 4, .pos = {-0.44, -0.08, 0.36}, .jitter = {0.05, 0.05, 0.12},
      .axes = {0.14, 0.24, 0.28}, .quat = {0.97630, 0, 0, 0.21644}, .tilt = 0.15, .mod_amp = 1.0, .bend = 0.25,
      .taper = 0.15, .tex = 4, .capsule = 0.015, .parent = -1},
     {.name = "kidney", .hu = 30, .hu_jitter = 4, .pos = {0.41, -0.24, -0.15}, .jitter = {0.04, 0.04, 0.12},
-     .axes = {0.12, 0.10, 0.22}, .quat = {0.99144, 0, -0.13053, 0}, .tilt = 0.12, .mod_amp = 0.8, .bend = 0.25,
+     .axes = {0.13, 0.11, 0.25}, .quat = {0.99144, 0, -0.13053, 0}, .tilt = 0.12, .mod_amp = 0.8, .bend = 0.25,
      .taper = 0.10, .tex = 3, .capsule = 0.03, .paired = 1, .pair_dz = -0.12, .parent = -1},
     {.name = "lesion", .hu = 10, .hu_jitter = 4, .pos = {0, 0, 0}, .jitter = {0.45, 0.45, 0.45},
      .axes = {0.10, 0.10, 0.10}, .quat = {1, 0, 0, 0}, .tilt = 0.3, .mod_amp = 0.6, .taper = 0.10, .tex = 2,
      .parent = 0},
-    {.name = "pancreas", .hu = 45, .hu_jitter = 4, .pos = {-0.12, 0.28, -0.15}, .jitter = {0.05, 0.03, 0.12},
+    {.name = "pancreas", .hu = 45, .hu_jitter = 4, .pos = {-0.12, 0.31, -0.15}, .jitter = {0.05, 0.03, 0.12},
      .axes = {0.26, 0.06, 0.08}, .quat = {0.98481, 0, 0, 0.17365}, .tilt = 0.10, .mod_amp = 0.8, .bend = 0.25,
      .taper = 0.10, .tex = 5, .capsule = 0.02, .parent = -1, .at_spine = 1},
-    {.name = "aorta", .hu = 45, .hu_jitter = 4, .pos = {-0.06, 0.12, 0}, .jitter = {0.02, 0.015, 0},
+    {.name = "aorta", .hu = 45, .hu_jitter = 4, .pos = {-0.08, 0.12, 0}, .jitter = {0.02, 0.015, 0},
      .axes = {0.07, 0.07, 1.0}, .quat = {1, 0, 0, 0}, .tilt = 0.02, .mod_amp = 0.3, .tex = 2, .capsule = 0.015,
      .parent = -1, .tube = 1, .at_spine = 1},
     {.name = "gallbladder", .hu = 20, .hu_jitter = 4, .pos = {0.22, 0.25, -0.35}, .jitter = {0.05, 0.05, 0.12},
@@ -233,6 +234,7 @@ struct mp_synth_layout {
     int64_t case_index;
     double origin[3]; /* world position of voxel (0, 0, 0) */
     double S, Z, S_org, margin;
+    double cav_scale; /* size of this body's cavity relative to the nominal one */
     body_t body;
     spine_t spine;
     int n_organs;
@@ -520,6 +522,8 @@ static void make_body(mp_synth_layout_t *L, mp_rng_t *r) {
     for (int i = 0; i < 4; i++) msum += fabs(b->mod[i]);
     b->mod_lo = 1.0 - msum;
     b->mod_hi = 1.0 + msum;
+    /* Organs scale with the cavity: nominal ax 0.90 S, ay 0.68 S, level 0.80. */
+    L->cav_scale = b->cav_lvl * (b->ax / (0.90 * S) + b->ay / (0.68 * S)) / (2 * 0.80);
 }
 
 static void make_spine(mp_synth_layout_t *L, mp_rng_t *r) {
@@ -588,11 +592,12 @@ static void sample_organ(const mp_synth_layout_t *L, mp_rng_t *r, const organ_tp
             ox = L->spine.x;
             oy = L->spine.y + L->spine.ry;
         }
-        o->pub.center[0] = ox + (mirror ? -off[0] : off[0]) * L->S;
-        o->pub.center[1] = oy + off[1] * L->S;
+        double k = t->at_spine ? 1.0 : L->cav_scale;
+        o->pub.center[0] = ox + (mirror ? -off[0] : off[0]) * L->S * k;
+        o->pub.center[1] = oy + off[1] * L->S * k;
         o->pub.center[2] = off[2] * L->Z;
     }
-    double g = urange(r, 0.85, 1.15) * shrink;
+    double g = urange(r, 0.85, 1.15) * shrink * (parent >= 0 || t->at_spine ? 1.0 : L->cav_scale);
     for (int i = 0; i < 3; i++) o->pub.axes[i] = t->axes[i] * L->S_org * g * urange(r, 0.92, 1.08);
     if (t->tube) o->pub.axes[2] = 3.0 * (L->Z > L->S ? L->Z : L->S);
     double base[4] = {t->quat[0], t->quat[1], t->quat[2], t->quat[3]};
@@ -606,7 +611,7 @@ static void sample_organ(const mp_synth_layout_t *L, mp_rng_t *r, const organ_tp
     quat_to_rows(q, o->rot);
     for (int i = 0; i < N_MOD; i++) o->coef[i] = usym(r, mod_coef_amp[i] * t->mod_amp);
     o->bend = usym(r, t->bend);
-    o->taper = usym(r, t->taper);
+    o->taper = t->taper0 + usym(r, t->taper);
     o->pub.hu = t->hu + usym(r, t->hu_jitter);
     o->tex = t->tex;
     o->capsule = t->capsule * L->S_org * urange(r, 0.7, 1.3);
