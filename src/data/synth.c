@@ -13,7 +13,9 @@
  * Portability of the bytes: only +, -, *, /, sqrt and floor are used on
  * floating-point values (all exactly rounded by IEEE 754), no libm
  * transcendental functions (rotations come from quaternions, noise from sums
- * of uniforms), and no contraction into fused multiply-adds. */
+ * of uniforms), and no contraction into fused multiply-adds (gcc does not
+ * contract in ISO C mode, -std=c11; clang is told by the pragma below). The
+ * golden-bytes test in tests/test_synth.c guards all of this. */
 #include "medpipe/synth.h"
 #include "medpipe/dataset.h"
 #include "medpipe/io.h"
