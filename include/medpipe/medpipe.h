@@ -16,5 +16,7 @@
 #include "medpipe/nifti.h"
 #include "medpipe/vol_morph.h"
 #include "medpipe/sysinfo.h"
+#include "medpipe/dataset.h"
+#include "medpipe/synth.h"
 
 #endif
