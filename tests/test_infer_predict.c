@@ -188,9 +188,10 @@ static void test_threshold_psl_ct(void) {
     mp_pool_free(pool);
     MP_CHECK(cmp.fg > 2000);
     /* Resampling moves the boundary by less than a voxel: every mismatch
-     * touches it, and few boundary voxels flip. */
+     * touches it, and under 3% of the boundary voxels flip (a half-voxel grid shift
+     * flips 5-8%). */
     MP_CHECK(cmp.far == 0);
-    MP_CHECK(cmp.mismatch * 10 < cmp.boundary);
+    MP_CHECK(cmp.mismatch * 33 < cmp.boundary);
     MP_CHECK(worst_sum < 1e-5 && outside_ok);
 }
 
@@ -253,7 +254,7 @@ static void test_threshold_zscore(void) {
         print_cmp(order ? "voxel axes, z-score in mask, resample first" : "voxel axes, z-score in mask, normalize first",
                   &cmp);
         mp_infer_result_deinit(&r);
-        MP_CHECK(cmp.far == 0 && cmp.mismatch * 10 < cmp.boundary);
+        MP_CHECK(cmp.far == 0 && cmp.mismatch * 33 < cmp.boundary);
     }
     free(expect);
     mp_vol_free(img);
