@@ -521,9 +521,10 @@ typedef struct {
 
 static int capture_plane(void *user, int64_t z, const float *scores) {
     capture_t *c = user;
-    int64_t plane = c->v->dim[0] * c->v->dim[1], nv = mp_vol_voxels(c->v);
-    for (int64_t k = 0; k < c->v->dim[3]; k++)
-        memcpy((float *)c->v->data + k * nv + z * plane, scores + k * plane, (size_t)plane * sizeof(float));
+    int64_t nx = c->v->dim[0], ny = c->v->dim[1], K = c->v->dim[3], nv = mp_vol_voxels(c->v);
+    for (int64_t y = 0; y < ny; y++)
+        for (int64_t k = 0; k < K; k++)
+            memcpy((float *)c->v->data + k * nv + (z * ny + y) * nx, scores + (y * K + k) * nx, (size_t)nx * sizeof(float));
     return MP_OK;
 }
 

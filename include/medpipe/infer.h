@@ -83,9 +83,10 @@ int mp_infer_gaussian(float *map, const int patch_dhw[3], double sigma_scale);
 /* ---- the core: sliding window with a per-plane sink ---- */
 
 /* Receives the reduced prediction one z-plane at a time, in increasing z:
- * scores holds num_classes planes of nx*ny floats (class k of voxel (x, y)
- * at scores[k*nx*ny + y*nx + x]): probabilities with AVG_PROBS, averaged
- * logits with AVG_LOGITS. The buffer is only valid during the call. */
+ * scores holds, row by row, the num_classes rows of nx floats of each y
+ * (class k of voxel (x, y) at scores[(y*num_classes + k)*nx + x]):
+ * probabilities with AVG_PROBS, averaged logits with AVG_LOGITS. The
+ * buffer is only valid during the call. */
 typedef struct {
     int (*plane)(void *user, int64_t z, const float *scores);
     void *user;

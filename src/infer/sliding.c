@@ -10,6 +10,11 @@
  * planes [old hi, hi(iz)) are zeroed. Planes live in a ring of
  * min(patch D, nz) slots (plane z in slot z mod ring), so accumulator
  * memory is (classes + 1) x ring x nx x ny floats whatever the depth.
+ * Within a slot the K class rows of each y sit together, so one window row
+ * updates K short segments of one small block; the next rows' segments
+ * are prefetched, as they are too short for the hardware prefetcher.
+ * Logits are read in place from the batch buffer (x-mirrored rows are
+ * reversed there first).
  *
  * Determinism: patches are folded one at a time in enumeration order, each
  * voxel by exactly one thread per patch, so the sums do not depend on the
@@ -33,10 +38,9 @@ typedef struct {
     int64_t nwin, pvox, plane;
     float *gauss;          /* patch, x fastest */
     int ring;
-    float *acc, *wsum;     /* ring x K x plane, ring x plane */
+    float *acc, *wsum;     /* ring x ny x K x nx (class rows of each y together), ring x ny x nx */
+    float *scratch;        /* per worker: K x 8 floats */
     float *in, *out;       /* batch buffers */
-    float *tmp;            /* per worker: (K + 2) x patch x */
-    int64_t tmp_stride;
     int64_t z_lo, z_hi;    /* planes [z_lo, z_hi) are open */
     int64_t row;           /* z window index being folded; -1 before the first */
 } sw_t;
@@ -58,46 +62,67 @@ typedef struct {
     int64_t e0;
 } gather_job_t;
 
+/* Source row of input batch row r (NULL when it lies in the padding), the
+ * image x of window-local x 0 and the flips. */
+static const float *gather_src(const sw_t *s, int64_t e0, int64_t r, int64_t *x0, unsigned *fl) {
+    const int64_t py = s->p[1], pz = s->p[2];
+    int64_t y = r % py, z = (r / py) % pz, c = (r / (py * pz)) % s->C, b = r / (py * pz * s->C);
+    int64_t st[3], iz;
+    entry_pos(s, e0 + b, st, fl, &iz);
+    /* A flipped input holds the window read backwards along that axis. */
+    int64_t lz = (*fl & 4) ? pz - 1 - z : z, ly = (*fl & 2) ? py - 1 - y : y;
+    int64_t zi = st[2] + lz - s->off[2], yi = st[1] + ly - s->off[1];
+    *x0 = st[0] - s->off[0];
+    if (zi < 0 || zi >= s->dim[2] || yi < 0 || yi >= s->dim[1]) return NULL;
+    return (const float *)s->img->data + ((c * s->dim[2] + zi) * s->dim[1] + yi) * s->dim[0];
+}
+
 static void gather_body(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     const gather_job_t *j = ctx;
     const sw_t *s = j->s;
-    const int64_t px = s->p[0], py = s->p[1], pz = s->p[2];
-    const int64_t nx = s->dim[0], ny = s->dim[1], nz = s->dim[2];
-    const float *data = s->img->data;
+    const int64_t px = s->p[0], nx = s->dim[0];
     const float pad = s->o.pad_value;
+    int64_t x0;
+    unsigned fl;
+    const float *src = begin < end ? gather_src(s, j->e0, begin, &x0, &fl) : NULL;
     for (int64_t r = begin; r < end; r++) {
-        int64_t y = r % py, z = (r / py) % pz, c = (r / (py * pz)) % s->C, b = r / (py * pz * s->C);
-        int64_t st[3], iz;
-        unsigned fl;
-        entry_pos(s, j->e0 + b, st, &fl, &iz);
+        int64_t nx0 = 0;
+        unsigned nfl = 0;
+        const float *next = r + 1 < end ? gather_src(s, j->e0, r + 1, &nx0, &nfl) : NULL;
+        if (next) /* rows are short and far apart: start the next one's loads early */
+            for (int64_t x = 0; x < px; x += 16) __builtin_prefetch(next + nx0 + x);
         float *dst = s->in + r * px;
-        /* A flipped input holds the window read backwards along that axis. */
-        int64_t lz = (fl & 4) ? pz - 1 - z : z, ly = (fl & 2) ? py - 1 - y : y;
-        int64_t iz_img = st[2] + lz - s->off[2], iy_img = st[1] + ly - s->off[1];
-        if (iz_img < 0 || iz_img >= nz || iy_img < 0 || iy_img >= ny) {
+        /* Window-local x in [a, b) lies inside the image. */
+        int64_t a = x0 < 0 ? -x0 : 0, b = x0 + px > nx ? nx - x0 : px;
+        if (!src || b <= a) {
             for (int64_t x = 0; x < px; x++) dst[x] = pad;
-            continue;
+        } else if (!(fl & 1)) {
+            for (int64_t x = 0; x < a; x++) dst[x] = pad;
+            memcpy(dst + a, src + x0 + a, (size_t)(b - a) * sizeof *dst);
+            for (int64_t x = b; x < px; x++) dst[x] = pad;
+        } else { /* dst[x] = window x' = px - 1 - x */
+            for (int64_t x = 0; x < px; x++) {
+                int64_t lx = px - 1 - x;
+                dst[x] = lx >= a && lx < b ? src[x0 + lx] : pad;
+            }
         }
-        const float *src = data + ((c * nz + iz_img) * ny + iy_img) * nx;
-        int64_t x0 = st[0] - s->off[0]; /* image x of window-local x 0 */
-        for (int64_t x = 0; x < px; x++) {
-            int64_t lx = (fl & 1) ? px - 1 - x : x, ix = x0 + lx;
-            dst[x] = ix >= 0 && ix < nx ? src[ix] : pad;
-        }
+        src = next;
+        x0 = nx0;
+        fl = nfl;
     }
 }
 
 /* ---- fold one patch into the accumulators ---- */
 typedef struct {
     sw_t *s;
-    const float *logits; /* this patch's (K, pz, py, px) */
+    float *logits;       /* this patch's (K, pz, py, px), consumed in place */
     int64_t start[3];
     unsigned flip;
     int64_t lo[3], hi[3]; /* image box covered */
 } fold_job_t;
 
-static void fold_row(const fold_job_t *j, int64_t z, int64_t y, float *tmp) {
+static void fold_row(const fold_job_t *j, int64_t z, int64_t y, float *scratch) {
     const sw_t *s = j->s;
     const int K = s->K;
     const int64_t px = s->p[0], py = s->p[1], pz = s->p[2], nx = s->dim[0];
@@ -107,32 +132,53 @@ static void fold_row(const fold_job_t *j, int64_t z, int64_t y, float *tmp) {
     const int64_t lz = (j->flip & 4) ? pz - 1 - wz : wz, ly = (j->flip & 2) ? py - 1 - wy : wy;
     const float *g = s->gauss + (wz * py + wy) * px + wx0;
     const int64_t slot = z % s->ring;
-    float *acc = s->acc + (slot * K) * s->plane + y * nx + j->lo[0];
+    float *acc = s->acc + slot * K * s->plane + y * K * nx + j->lo[0];
     float *ws = s->wsum + slot * s->plane + y * nx + j->lo[0];
-    float *e = tmp, *m = tmp + K * px, *sum = m + px;
-    /* Un-flip each class row into the scratch (the Gaussian stays in image frame). */
-    for (int k = 0; k < K; k++) {
-        const float *src = j->logits + ((int64_t)k * pz + lz) * py * px + ly * px;
-        float *dst = e + k * px;
-        if (j->flip & 1)
-            for (int64_t i = 0; i < n; i++) dst[i] = src[px - 1 - (wx0 + i)];
-        else
-            memcpy(dst, src + wx0, (size_t)n * sizeof *dst);
-    }
-    if (s->o.average == MP_INFER_AVG_PROBS) mp_infer_softmax_rows(e, px, K, n, m, sum);
-    for (int k = 0; k < K; k++) {
-        float *a = acc + (int64_t)k * s->plane;
-        const float *v = e + k * px;
-        for (int64_t i = 0; i < n; i++) a[i] += g[i] * v[i];
-    }
-    for (int64_t i = 0; i < n; i++) ws[i] += g[i];
+    /* The logits buffer is ours and each of its rows is folded once, so
+     * the fold works in place; an x-mirrored row is reversed first (the
+     * Gaussian stays in the image frame). */
+    float *e = j->logits + lz * py * px + ly * px;
+    if (j->flip & 1)
+        for (int k = 0; k < K; k++) {
+            float *row = e + (int64_t)k * s->pvox;
+            for (int64_t a = 0, b = px - 1; a < b; a++, b--) {
+                float t = row[a];
+                row[a] = row[b];
+                row[b] = t;
+            }
+        }
+    e += wx0;
+    mp_infer_fold_row(acc, nx, ws, e, s->pvox, g, K, n, s->o.average == MP_INFER_AVG_PROBS, scratch);
 }
+
+/* Prefetches the accumulator segments row (z, y) of the patch will update. */
+static void fold_prefetch(const fold_job_t *j, int64_t z, int64_t y) {
+    const sw_t *s = j->s;
+    const int64_t nx = s->dim[0], n = j->hi[0] - j->lo[0], slot = z % s->ring;
+    const float *acc = s->acc + slot * s->K * s->plane + y * s->K * nx + j->lo[0];
+    for (int k = 0; k <= s->K; k++) {
+        const float *row = k < s->K ? acc + (int64_t)k * nx : s->wsum + slot * s->plane + y * nx + j->lo[0];
+        for (int64_t x = 0; x < n; x += 16) __builtin_prefetch(row + x, 1);
+        __builtin_prefetch(row + n - 1, 1);
+    }
+}
+
+/* Rows of prefetch lookahead (1..8 measure alike; 4 is in the middle). */
+#define FOLD_AHEAD 4
 
 static void fold_body(void *ctx, int64_t begin, int64_t end, int worker) {
     const fold_job_t *j = ctx;
-    float *tmp = j->s->tmp + worker * j->s->tmp_stride;
+    float *scratch = j->s->scratch + (int64_t)worker * j->s->K * MP_V;
     int64_t ny = j->hi[1] - j->lo[1];
-    for (int64_t r = begin; r < end; r++) fold_row(j, j->lo[2] + r / ny, j->lo[1] + r % ny, tmp);
+    /* Each row updates short segments of K accumulator rows far apart,
+     * too short for the hardware prefetcher: ask for the next row's
+     * while folding this one. */
+    for (int64_t r = begin; r < end && r < begin + FOLD_AHEAD; r++) fold_prefetch(j, j->lo[2] + r / ny, j->lo[1] + r % ny);
+    for (int64_t r = begin; r < end; r++) {
+        int64_t q = r + FOLD_AHEAD;
+        if (q < end) fold_prefetch(j, j->lo[2] + q / ny, j->lo[1] + q % ny);
+        fold_row(j, j->lo[2] + r / ny, j->lo[1] + r % ny, scratch);
+    }
 }
 
 /* ---- open / finalise planes ---- */
@@ -157,15 +203,10 @@ static void norm_body(void *ctx, int64_t begin, int64_t end, int worker) {
     const plane_job_t *j = ctx;
     const sw_t *s = j->s;
     const int64_t nx = s->dim[0], ny = s->dim[1];
-    float *inv = s->tmp + worker * s->tmp_stride;
     for (int64_t r = begin; r < end; r++) {
         int64_t z = j->z0 + r / ny, y = r % ny, slot = z % s->ring;
-        const float *w = s->wsum + slot * s->plane + y * nx;
-        for (int64_t x = 0; x < nx; x++) inv[x] = 1.0f / w[x];
-        for (int k = 0; k < s->K; k++) {
-            float *a = s->acc + (slot * s->K + k) * s->plane + y * nx;
-            for (int64_t x = 0; x < nx; x++) a[x] *= inv[x];
-        }
+        mp_infer_normalize_rows(s->acc + slot * s->K * s->plane + y * s->K * nx, nx, s->wsum + slot * s->plane + y * nx,
+                                s->K, nx);
     }
 }
 
@@ -293,13 +334,12 @@ static int sw_setup(sw_t *s, uint64_t *accum_bytes, uint64_t *batch_bytes) {
     s->plane = s->dim[0] * s->dim[1];
     s->ring = (int)(s->p[2] < s->dim[2] ? s->p[2] : s->dim[2]);
     s->threads = s->pool ? mp_pool_threads(s->pool) : 1;
-    s->tmp_stride = ((int64_t)(s->K + 2) * s->p[0] > s->dim[0] ? (int64_t)(s->K + 2) * s->p[0] : s->dim[0]) + 16;
     uint64_t acc = 0, bat = 0, other = 0;
     int rc;
     if ((rc = add_floats(&acc, (uint64_t)s->ring, (uint64_t)s->K + 1, (uint64_t)s->plane)) ||
         (rc = add_floats(&bat, (uint64_t)s->B, (uint64_t)(s->C + s->K), (uint64_t)s->pvox)) ||
         (rc = add_floats(&other, (uint64_t)s->pvox, 1, 1)) ||
-        (rc = add_floats(&other, (uint64_t)s->threads, (uint64_t)s->tmp_stride, 1)))
+        (rc = add_floats(&other, (uint64_t)s->threads, (uint64_t)s->K, MP_V)))
         return rc;
     if (acc + bat + other > mp_mem_limit())
         return mp_error_set(MP_ERR_LIMIT, "sliding window: needs %llu MiB of buffers, above the memory limit of %llu MiB",
@@ -309,10 +349,10 @@ static int sw_setup(sw_t *s, uint64_t *accum_bytes, uint64_t *batch_bytes) {
     s->gauss = mp_alloc((size_t)s->pvox * sizeof(float));
     s->acc = mp_alloc((size_t)s->ring * (size_t)s->K * (size_t)s->plane * sizeof(float));
     s->wsum = mp_alloc((size_t)s->ring * (size_t)s->plane * sizeof(float));
+    s->scratch = mp_alloc((size_t)s->threads * (size_t)s->K * MP_V * sizeof(float));
     s->in = mp_alloc((size_t)s->B * (size_t)s->C * (size_t)s->pvox * sizeof(float));
     s->out = mp_alloc((size_t)s->B * (size_t)s->K * (size_t)s->pvox * sizeof(float));
-    s->tmp = mp_alloc((size_t)s->threads * (size_t)s->tmp_stride * sizeof(float));
-    if (!s->gauss || !s->acc || !s->wsum || !s->in || !s->out || !s->tmp)
+    if (!s->gauss || !s->acc || !s->wsum || !s->in || !s->out || !s->scratch)
         return mp_error_set(MP_ERR_NOMEM, "sliding window: cannot allocate %llu MiB of buffers",
                             (unsigned long long)((acc + bat + other) >> 20));
     if (s->o.gaussian) {
@@ -331,9 +371,9 @@ static void sw_free(sw_t *s) {
     mp_free(s->gauss);
     mp_free(s->acc);
     mp_free(s->wsum);
+    mp_free(s->scratch);
     mp_free(s->in);
     mp_free(s->out);
-    mp_free(s->tmp);
 }
 
 static int sw_run(sw_t *s, mp_infer_stats_t *st) {

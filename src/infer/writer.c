@@ -7,7 +7,8 @@
  * writer keeps copies of the last two input planes and emits every output
  * plane whose z1 has arrived. Scores are interpolated trilinearly before
  * the argmax, as nnU-Net resamples probabilities (or logits) and not
- * labels; memory stays 2 x classes x one input plane. */
+ * labels; memory stays 2 x classes x one input plane. Planes arrive as
+ * the engine keeps them: for each row y, the K class rows of nx floats. */
 #include "infer_internal.h"
 
 #include <stdlib.h>
@@ -38,9 +39,8 @@ typedef struct {
  * v[k * stride + i]); v is modified when logits become probabilities. */
 static void write_row(const writer_t *w, int64_t oz, int64_t oy, float *v, int64_t stride, float *scratch) {
     const int64_t n = w->out[0], base = (oz * w->out[1] + oy) * n, nvox = w->out[0] * w->out[1] * w->out[2];
-    float *m = scratch, *s = scratch + n;
-    uint16_t *best = (uint16_t *)(void *)(scratch + 2 * n);
-    mp_infer_argmax_rows(v, stride, w->K, n, m, best);
+    uint16_t *best = (uint16_t *)(void *)scratch;
+    mp_infer_argmax_rows(v, stride, w->K, n, best);
     if (w->labels->dtype == MP_DTYPE_U8) {
         uint8_t *l = (uint8_t *)w->labels->data + base;
         for (int64_t i = 0; i < n; i++) l[i] = (uint8_t)best[i];
@@ -48,7 +48,7 @@ static void write_row(const writer_t *w, int64_t oz, int64_t oy, float *v, int64
         memcpy((uint16_t *)w->labels->data + base, best, (size_t)n * sizeof *best);
     }
     if (!w->probs) return;
-    if (w->logits) mp_infer_softmax_rows(v, stride, w->K, n, m, s);
+    if (w->logits) mp_infer_softmax_rows(v, stride, w->K, n);
     for (int k = 0; k < w->K; k++) {
         const float *r = v + k * stride;
         if (w->pk == MP_INFER_PROBS_F32) {
@@ -65,15 +65,16 @@ static void write_row(const writer_t *w, int64_t oz, int64_t oy, float *v, int64
 
 static void ident_body(void *ctx, int64_t begin, int64_t end, int worker) {
     const writer_t *w = ctx;
-    const int64_t nx = w->in[0], plane = w->in[0] * w->in[1];
+    const int64_t nx = w->in[0], rowlen = (int64_t)w->K * nx;
     float *tmp = w->tmp + worker * w->tmp_stride;
-    float *rows = tmp, *scratch = tmp + (int64_t)w->K * nx;
+    float *rows = tmp, *scratch = tmp + rowlen;
     for (int64_t y = begin; y < end; y++) {
+        const float *v = w->cur + y * rowlen;
         if (w->probs) { /* probabilities may be computed in place: work on a copy */
-            for (int k = 0; k < w->K; k++) memcpy(rows + k * nx, w->cur + k * plane + y * nx, (size_t)nx * sizeof(float));
+            memcpy(rows, v, (size_t)rowlen * sizeof(float));
             write_row(w, w->cur_z, y, rows, nx, scratch);
-        } else {
-            write_row(w, w->cur_z, y, (float *)(uintptr_t)(w->cur + y * nx), plane, scratch);
+        } else { /* write_row only reads v when no probabilities are asked */
+            write_row(w, w->cur_z, y, (float *)(uintptr_t)v, nx, scratch);
         }
     }
 }
@@ -82,23 +83,19 @@ static void ident_body(void *ctx, int64_t begin, int64_t end, int worker) {
  * along x, then interpolate along x from the table. */
 static void resample_body(void *ctx, int64_t begin, int64_t end, int worker) {
     const writer_t *w = ctx;
-    const int64_t nxi = w->in[0], plane = w->in[0] * w->in[1], nxo = w->out[0], oz = w->emit_z;
+    const int64_t nxi = w->in[0], nxo = w->out[0], oz = w->emit_z, K = w->K;
     const tab_t *tx = &w->t[0], *ty = &w->t[1], *tz = &w->t[2];
     const float *A = w->pl[tz->i0[oz] & 1], *B = w->pl[tz->i1[oz] & 1];
     const float wz = tz->w[oz];
     float *tmp = w->tmp + worker * w->tmp_stride;
     float *rows = tmp, *t = rows + (int64_t)w->K * nxo, *scratch = t + nxi;
     for (int64_t oy = begin; oy < end; oy++) {
-        const int64_t y0 = ty->i0[oy] * nxi, y1 = ty->i1[oy] * nxi;
+        const int64_t y0 = ty->i0[oy] * K, y1 = ty->i1[oy] * K;
         const float wy = ty->w[oy];
-        for (int k = 0; k < w->K; k++) {
-            const float *a0 = A + k * plane + y0, *a1 = A + k * plane + y1;
-            const float *b0 = B + k * plane + y0, *b1 = B + k * plane + y1;
-            for (int64_t x = 0; x < nxi; x++) {
-                float u = a0[x] + wy * (a1[x] - a0[x]);
-                float v = b0[x] + wy * (b1[x] - b0[x]);
-                t[x] = u + wz * (v - u);
-            }
+        for (int64_t k = 0; k < K; k++) {
+            const float *a0 = A + (y0 + k) * nxi, *a1 = A + (y1 + k) * nxi;
+            const float *b0 = B + (y0 + k) * nxi, *b1 = B + (y1 + k) * nxi;
+            mp_infer_blend4(t, a0, a1, b0, b1, wy, wz, nxi);
             float *o = rows + k * nxo;
             for (int64_t ox = 0; ox < nxo; ox++) {
                 float p = t[tx->i0[ox]], q = t[tx->i1[ox]];
