@@ -39,7 +39,7 @@ typedef struct {
     float *gauss;          /* patch, x fastest */
     int ring;
     float *acc, *wsum;     /* ring x ny x K x nx (class rows of each y together), ring x ny x nx */
-    float *scratch;        /* per worker: K x 8 floats */
+    float *scratch;        /* per worker: K x MP_V floats */
     float *in, *out;       /* batch buffers */
     int64_t z_lo, z_hi;    /* planes [z_lo, z_hi) are open */
     int64_t row;           /* z window index being folded; -1 before the first */
