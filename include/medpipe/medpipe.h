@@ -7,6 +7,7 @@
 #include "medpipe/core.h"
 #include "medpipe/vol.h"
 #include "medpipe/vol_ops.h"
+#include "medpipe/infer.h"
 #include "medpipe/io.h"
 #include "medpipe/dicom.h"
 #include "medpipe/dicom_write.h"

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -225,13 +226,18 @@ int mp_jsonl_open(mp_jsonl_t *log, const char *path, int append) {
     int flags = O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | (append ? 0 : O_TRUNC);
     int fd = open(path, flags, 0644);
     if (fd < 0) return mp_error_set(MP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (append) {
+    /* Every open handle holds a shared lock. A partial last line may only be
+     * trimmed when no other writer holds the file (exclusive lock granted):
+     * a live writer's line can be visible half-copied to a reader, and
+     * trimming it would cut lines that writer is still appending. */
+    if (append && flock(fd, LOCK_EX | LOCK_NB) == 0) {
         int rc = trim_partial_line(fd, path);
         if (rc) {
             close(fd);
             return rc;
         }
     }
+    flock(fd, LOCK_SH);
     log->path = strdup(path);
     if (!log->path) {
         close(fd);
