@@ -365,7 +365,8 @@ static int convert_from_dicom(const args_t *a) {
     if (rc) return rc;
     if (is_nifti_name(a->out)) {
         if (l->n == 1) {
-            rc = read_write_series(a, &l->series[0], a->out);
+            rc = make_parent(a->out);
+            if (!rc) rc = read_write_series(a, &l->series[0], a->out);
         } else {
             char msg[1600];
             size_t o = (size_t)snprintf(msg, sizeof msg, "%s holds %d series; OUT must be a folder (one file per series):",
@@ -447,6 +448,7 @@ int mp_cli_convert(int argc, char **argv) {
     mp_vol_t *v = NULL;
     if (mp_image_read(&v, a.in) != MP_OK) return mp_cli_fail(CMD);
     rc = apply_dtype(&a, &v, a.in);
+    if (!rc) rc = make_parent(a.out);
     if (!rc) rc = mp_image_write(a.out, v, &a.wo);
     mp_vol_free(v);
     return rc == MP_OK ? MP_EXIT_OK : mp_cli_fail(CMD);
