@@ -120,16 +120,24 @@ asan:
 	  OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" test
 
-# libFuzzer targets: clang, each parser linked from the library sources with
-# the sanitizers; the project warnings stay on.
-FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -I/usr/include/openjpeg-2.5 -fsanitize=fuzzer,address,undefined \
+# libFuzzer targets: clang, the library compiled once with coverage and the
+# sanitizers (fuzzer-no-link), each target linked against those objects; the
+# project warnings stay on.
+FUZZ_SAN := address,undefined
+FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -I/usr/include/openjpeg-2.5 \
                -fno-sanitize-recover=undefined $(if $(HAVE_DNNL),-DMP_HAVE_DNNL=1)
+FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
 fuzz: $(FUZZ_BIN)
 
-$(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC) $(HDRS)
+$(BUILD)/fuzzobj/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	@echo "  CC-FUZZ $<"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -c $< -o $@
+
+$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_OBJ) $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) -o $@ $< $(FUZZ_OBJ) $(LIBS)
 
 FUZZ_SECONDS ?= 20
 fuzz-smoke: fuzz
