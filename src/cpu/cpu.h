@@ -64,6 +64,7 @@ typedef struct {
     double post_slope;
     int backward;     /* also create backward-data and backward-weights primitives */
     const dnnl_memory_desc_t *src_md; /* layout of x; NULL lets oneDNN choose */
+    const dnnl_memory_desc_t *dst_md; /* layout of y; NULL lets oneDNN choose */
 } mp_cpu_conv_desc_t;
 
 typedef struct mp_cpu_conv mp_cpu_conv_t;

@@ -220,8 +220,9 @@ static int weights_layout(mp_cpu_conv_t *c, const dnnl_memory_desc_t *chosen, dn
     return to_plain ? mp_cpu_reorder_create(reorder, &c->w_md, chosen) : mp_cpu_reorder_create(reorder, chosen, &c->w_md);
 }
 
-static int conv_descs(mp_cpu_conv_t *c, dnnl_memory_desc_t *any_src, dnnl_memory_desc_t *any_dst,
-                      dnnl_memory_desc_t *any_w) {
+static int conv_descs(mp_cpu_conv_t *c, const dnnl_memory_desc_t *given_src, const dnnl_memory_desc_t *given_dst,
+                      dnnl_memory_desc_t *any_src,
+                      dnnl_memory_desc_t *any_dst, dnnl_memory_desc_t *any_w) {
     const mp_cpu_conv_desc_t *d = &c->d;
     mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
     if (mp_shape5_elems(d->xs) <= 0 || mp_shape5_elems(ys) <= 0)
@@ -236,7 +237,8 @@ static int conv_descs(mp_cpu_conv_t *c, dnnl_memory_desc_t *any_src, dnnl_memory
         dnnl_memory_desc_init_by_tag(&c->w_md, 5, wd, dnnl_f32, d->transposed ? dnnl_iodhw : dnnl_oidhw) ||
         dnnl_memory_desc_init_by_tag(&c->b_md, 1, bd, dnnl_f32, dnnl_x))
         return mp_error_set(MP_ERR_ARG, "conv: bad dimensions");
-    if (d->src_md) *any_src = *d->src_md;
+    if (given_src) *any_src = *given_src;
+    if (given_dst) *any_dst = *given_dst;
     return MP_OK;
 }
 
@@ -346,10 +348,10 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
     mp_cpu_conv_t *c = calloc(1, sizeof *c);
     if (!c) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     c->d = *d;
-    c->d.src_md = NULL;
+    c->d.src_md = c->d.dst_md = NULL; /* the caller's pointers are not kept */
     dnnl_memory_desc_t any_src, any_dst, any_w;
     dnnl_dims_t st, pl, pr;
-    int rc = conv_descs(c, &any_src, &any_dst, &any_w);
+    int rc = conv_descs(c, d->src_md, d->dst_md, &any_src, &any_dst, &any_w);
     if (rc) goto fail;
     mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
     int64_t in[3] = {d->xs.d, d->xs.h, d->xs.w}, on[3] = {ys.d, ys.h, ys.w};
