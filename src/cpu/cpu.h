@@ -18,7 +18,8 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
-/* A blocked activation layout nCdhw<block>c. */
+/* A blocked activation layout nCdhw<block>c; channels last (ndhwc) is the
+ * case block = C. */
 typedef struct {
     int64_t n, c, cpad, block, sp; /* sp = D*H*W */
     int64_t d, h, w;
@@ -27,6 +28,9 @@ typedef struct {
 /* Engine and stream shared by every primitive (created on first use). */
 dnnl_engine_t mp_cpu_engine(void);
 dnnl_stream_t mp_cpu_stream(void);
+/* The activation layout oneDNN prefers for a 3x3x3 conv with c channels on
+ * this CPU: a block size (8, 16) or 0 for channels last. */
+int64_t mp_cpu_preferred_block(int64_t c);
 /* Number of threads oneDNN (OpenMP) uses; n <= 0 leaves the default. */
 void mp_cpu_set_threads(int n);
 /* 1 when MEDPIPE_FORCE_REF=1 is set in the environment. */
@@ -34,9 +38,9 @@ int mp_cpu_force_ref_env(void);
 
 /* Plain fp32 NCDHW descriptor of a shape. */
 int mp_cpu_md_plain(dnnl_memory_desc_t *md, mp_shape5_t s);
-/* Descriptor of a shape in nCdhw<block>c (block 1, 4, 8 or 16). */
+/* Descriptor of a shape in nCdhw<block>c (block 1, 4, 8 or 16; 0: channels last, ndhwc). */
 int mp_cpu_md_blocked(dnnl_memory_desc_t *md, mp_shape5_t s, int64_t block);
-/* Layout of a descriptor; MP_ERR_UNSUPPORTED when it is not nCdhw<B>c dense. */
+/* Layout of a descriptor; MP_ERR_UNSUPPORTED when it is not nCdhw<B>c or ndhwc dense. */
 int mp_cpu_layout_from_md(mp_cpu_layout_t *l, const dnnl_memory_desc_t *md);
 /* Bytes of a buffer holding md (padding included). */
 size_t mp_cpu_md_bytes(const dnnl_memory_desc_t *md);

@@ -60,7 +60,8 @@ int mp_cpu_md_plain(dnnl_memory_desc_t *md, mp_shape5_t s) {
 }
 
 int mp_cpu_md_blocked(dnnl_memory_desc_t *md, mp_shape5_t s, int64_t block) {
-    dnnl_format_tag_t tag = block == 16 ? dnnl_nCdhw16c : block == 8 ? dnnl_nCdhw8c : block == 4 ? dnnl_nCdhw4c : dnnl_ncdhw;
+    dnnl_format_tag_t tag = block == 16 ? dnnl_nCdhw16c : block == 8 ? dnnl_nCdhw8c : block == 4 ? dnnl_nCdhw4c
+                          : block == 0 ? dnnl_ndhwc : dnnl_ncdhw;
     dnnl_dims_t dims = {s.n, s.c, s.d, s.h, s.w};
     if (dnnl_memory_desc_init_by_tag(md, 5, dims, dnnl_f32, tag) != dnnl_success)
         return mp_error_set(MP_ERR_ARG, "oneDNN: bad blocked shape (block %lld)", (long long)block);
@@ -72,20 +73,23 @@ int mp_cpu_layout_from_md(mp_cpu_layout_t *l, const dnnl_memory_desc_t *md) {
         return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout is not a dense 5D fp32 layout");
     const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
     int64_t block = 1;
-    if (b->inner_nblks == 1 && b->inner_idxs[0] == 1) block = b->inner_blks[0];
-    else if (b->inner_nblks != 0)
-        return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout has an unsupported inner blocking");
     l->n = md->dims[0];
     l->c = md->dims[1];
     l->cpad = md->padded_dims[1];
     l->d = md->dims[2], l->h = md->dims[3], l->w = md->dims[4];
     l->sp = l->d * l->h * l->w;
+    if (b->inner_nblks == 1 && b->inner_idxs[0] == 1) block = b->inner_blks[0];
+    else if (b->inner_nblks != 0)
+        return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout has an unsupported inner blocking");
+    else if (b->strides[1] == 1 && l->c > 1)
+        block = l->c; /* channels last (ndhwc): one block holding every channel */
     l->block = block;
     /* Dense n, C/B, d, h, w order. */
     int64_t want[5] = {l->cpad * l->sp, l->sp * block, l->h * l->w * block, l->w * block, block};
+    if (block == l->c && b->inner_nblks == 0) want[1] = 1;
     for (int i = 0; i < 5; i++)
         if (b->strides[i] != want[i] && md->dims[i] > 1)
-            return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout is not nCdhw<B>c dense");
+            return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout is not nCdhw<B>c or ndhwc dense");
     if (l->cpad % block != 0) return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout padding");
     return MP_OK;
 }
@@ -453,4 +457,47 @@ int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const f
     }
     if ((rc = run_prim(&c->bwd_weights, args, n, scratch))) return rc;
     return c->dw_to_plain ? mp_cpu_reorder_run(c->dw_to_plain, dw, c->dwb) : MP_OK;
+}
+
+/* Implementation name of a backward-weights conv with activations in `block`. */
+static int bwd_weights_is_ref(const dnnl_memory_desc_t *x, const dnnl_memory_desc_t *w, const dnnl_dims_t st,
+                              const dnnl_dims_t pad) {
+    dnnl_convolution_desc_t fd, bd;
+    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+    const char *impl = "ref";
+    if (!dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, x, w, NULL, x, st, pad,
+                                            pad) &&
+        !dnnl_primitive_desc_create(&fpd, &fd, NULL, mp_cpu_engine(), NULL) &&
+        !dnnl_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, x, w, NULL, x, st, pad, pad) &&
+        !dnnl_primitive_desc_create(&bpd, &bd, NULL, mp_cpu_engine(), fpd))
+        dnnl_primitive_desc_query(bpd, dnnl_query_impl_info_str, 0, &impl);
+    int ref = strncmp(impl, "ref", 3) == 0;
+    if (bpd) dnnl_primitive_desc_destroy(bpd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    return ref;
+}
+
+int64_t mp_cpu_preferred_block(int64_t c) {
+    dnnl_dims_t xd = {2, c, 16, 16, 16}, wd = {c, c, 3, 3, 3}, st = {1, 1, 1}, pad = {1, 1, 1};
+    dnnl_memory_desc_t x, w;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL;
+    int64_t block = 16;
+    if (dnnl_memory_desc_init_by_tag(&x, 5, xd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&w, 5, wd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &x, &w, NULL, &x, st,
+                                           pad, pad) ||
+        dnnl_primitive_desc_create(&pd, &cd, NULL, mp_cpu_engine(), NULL))
+        return block;
+    mp_cpu_layout_t l;
+    const dnnl_memory_desc_t *chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    if (!mp_cpu_layout_from_md(&l, chosen)) {
+        block = l.block == l.c && l.block > 16 ? 0 : l.block;
+        /* Training needs a fast backward too: oneDNN 2.6 has no AVX2 kernel for
+         * blocked 3D backward-weights, but a GEMM one for channels last. */
+        if (block && bwd_weights_is_ref(chosen, &w, st, pad)) block = 0;
+    }
+    mp_error_clear();
+    dnnl_primitive_desc_destroy(pd);
+    return block;
 }

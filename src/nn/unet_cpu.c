@@ -7,28 +7,17 @@
 #ifdef MP_HAVE_DNNL
 #include <string.h>
 
-static int plan_conv(mp_unet_t *m, op_t *o, size_t *scratch) {
+/* Every conv writes the layout oneDNN prefers for this CPU's 3x3x3 convs
+ * (blocked on AVX-512, channels last on AVX2, where the blocked backward
+ * passes fall back to reference code); its source is its producer's layout. */
+static int plan_conv(mp_unet_t *m, op_t *o, int64_t block, size_t *scratch) {
     tensor_t *ti = &m->t[o->in], *to = &m->t[o->out];
+    dnnl_memory_desc_t dst;
     mp_cpu_conv_desc_t d = {.xs = ti->s, .cout = to->s.c, .g = o->g, .transposed = o->kind == OP_DECONV,
-                            .bias = 1, .backward = 1, .src_md = o->in == m->input ? NULL : &ti->md};
-    int rc = mp_cpu_conv_create(&o->conv, &d);
+                            .bias = 1, .backward = 1, .src_md = o->in == m->input ? NULL : &ti->md, .dst_md = &dst};
+    int rc = mp_cpu_md_blocked(&dst, to->s, block);
+    if (rc || (rc = mp_cpu_conv_create(&o->conv, &d))) return rc;
     if (rc) return rc;
-    mp_cpu_layout_t l;
-    if (mp_cpu_layout_from_md(&l, mp_cpu_conv_dst_md(o->conv))) {
-        /* oneDNN's fallback kernels (tiny channel counts) may pick layouts the
-         * norm/concat kernels do not take: ask for the source's blocking. */
-        dnnl_memory_desc_t want;
-        mp_cpu_layout_t ls;
-        int64_t block = d.src_md && !mp_cpu_layout_from_md(&ls, d.src_md) ? ls.block : 8;
-        mp_log(MP_LOG_INFO, "unet: conv %lld->%lld: oneDNN chose an unsupported layout (%s); asking for nCdhw%lldc",
-               (long long)ti->s.c, (long long)to->s.c, mp_error_message(), (long long)block);
-        mp_error_clear();
-        mp_cpu_conv_free(o->conv);
-        o->conv = NULL;
-        if ((rc = mp_cpu_md_blocked(&want, to->s, block))) return rc;
-        d.dst_md = &want;
-        if ((rc = mp_cpu_conv_create(&o->conv, &d))) return rc;
-    }
     if (d.src_md && !dnnl_memory_desc_equal(d.src_md, mp_cpu_conv_src_md(o->conv)))
         return mp_error_set(MP_ERR_INTERNAL, "unet: conv did not keep its producer's layout");
     if (o->in == m->input) {
@@ -49,13 +38,15 @@ static int plan_conv(mp_unet_t *m, op_t *o, size_t *scratch) {
 int mp_unet_cpu_plan(mp_unet_t *m) {
     size_t scratch = 0;
     int rc;
+    int64_t block = mp_cpu_preferred_block(m->cfg.features[0] > 8 ? m->cfg.features[0] : 32);
+    mp_log(MP_LOG_DEBUG, "unet: activation layout %s%lld", block ? "nCdhw<B>c, B = " : "ndhwc", (long long)block);
     for (int i = 0; i < m->nop; i++) {
         op_t *o = &m->op[i];
         tensor_t *ti = &m->t[o->in], *to = &m->t[o->out];
         switch (o->kind) {
         case OP_CONV:
         case OP_DECONV:
-            if ((rc = plan_conv(m, o, &scratch))) return rc;
+            if ((rc = plan_conv(m, o, block, &scratch))) return rc;
             break;
         case OP_NORM_ACT:
             to->md = ti->md;
@@ -64,7 +55,7 @@ int mp_unet_cpu_plan(mp_unet_t *m) {
         case OP_CONCAT:
             if ((rc = mp_cpu_layout_from_md(&ti->l, &ti->md)) ||
                 (rc = mp_cpu_layout_from_md(&m->t[o->in2].l, &m->t[o->in2].md)) ||
-                (rc = mp_cpu_md_blocked(&to->md, to->s, ti->l.block)))
+                (rc = mp_cpu_md_blocked(&to->md, to->s, block)))
                 return rc;
             break;
         }
