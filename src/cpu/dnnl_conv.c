@@ -3,6 +3,7 @@
  * reordered from the plain fp32 master copy into the layouts the primitives
  * chose, user-managed scratchpads, plus the shared engine, stream, layout
  * helpers and reorders. */
+#ifdef MP_HAVE_DNNL
 #include "cpu/cpu.h"
 
 #include <dlfcn.h>
@@ -501,3 +502,4 @@ int64_t mp_cpu_preferred_block(int64_t c) {
     dnnl_primitive_desc_destroy(pd);
     return block;
 }
+#endif /* MP_HAVE_DNNL */

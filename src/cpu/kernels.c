@@ -4,6 +4,7 @@
  * gradient accumulation. Work is split over (sample, channel block) rows on
  * the thread pool; per-lane sums are kept in double for accuracy, and the
  * B lanes of a row vectorize without reassociating any sum. */
+#ifdef MP_HAVE_DNNL
 #include "cpu/cpu.h"
 
 #include <dlfcn.h>
@@ -301,3 +302,4 @@ void mp_cpu_lrelu_backward_from_output(mp_pool_t *pool, float *dx, const float *
     ew_ctx_t c = {.dst = dx, .src = dy, .aux = y, .slope = slope};
     par_for(pool, n, lrelu_bwd_range, &c);
 }
+#endif /* MP_HAVE_DNNL */
