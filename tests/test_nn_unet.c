@@ -104,7 +104,7 @@ static void test_unet_gradient_fd(void) {
     int checked = 0;
     for (int i = 0; i < mp_unet_n_tensors(m); i++) {
         const mp_param_info_t *p = mp_unet_tensor(m, i);
-        for (int s = 0; s < 3; s++) {
+        for (int s = 0; s < 1; s++) { /* one random entry per tensor keeps the ASan run short */
             int64_t k = p->offset + (int64_t)mp_rng_below(&r, (uint64_t)p->count);
             float keep = params[k];
             double h = 1e-5 * fmax(1.0, fabs(keep)), lp = 0, lm = 0;
