@@ -68,13 +68,24 @@ static void test_unet_names_and_shapes(void) {
         if (!strcmp(p->name, "decoder.seg_layers.3.weight")) found_seg = p->shape[0] == 2 && p->shape[1] == 32;
     }
     MP_CHECK(found_tc && found_seg);
-    /* nnU-Net's default 5-stage U-Net with 1 input channel and 2 classes has
-     * 17,566,264 parameters including all four seg layers (PyTorch count). */
     int64_t total = 0;
     for (int i = 0; i < mp_unet_n_tensors(m); i++) total += mp_unet_tensor(m, i)->count;
     fprintf(stderr, "  default U-Net parameters: %lld\n", (long long)total);
     mp_unet_free(m);
     MP_CHECK(total > 0);
+    /* The switch: MEDPIPE_FORCE_REF=1 puts an AUTO model on the reference engine. */
+    c.patch[0] = c.patch[1] = c.patch[2] = 16;
+    c.n_stages = 3;
+    setenv("MEDPIPE_FORCE_REF", "1", 1);
+    int rc = mp_unet_create(&m, &c);
+    unsetenv("MEDPIPE_FORCE_REF");
+    MP_CHECK_OK(rc);
+    int forced = mp_unet_uses_ref(m);
+    mp_unet_free(m);
+    MP_CHECK_OK(mp_unet_create(&m, &c));
+    int fast = !mp_unet_uses_ref(m);
+    mp_unet_free(m);
+    MP_CHECK(forced && fast);
 }
 
 static void test_unet_gradient_fd(void) {
