@@ -1,0 +1,180 @@
+/* medpipe neural networks: 5D tensor shapes, layer geometry, the nnU-Net
+ * loss, the plain convolutional U-Net with its training step, optimizers,
+ * learning-rate schedule and safetensors checkpoints.
+ *
+ * Activations are (N, C, D, H, W) with W fastest. The fast engine (oneDNN,
+ * src/cpu) keeps them in blocked layouts chosen by oneDNN; the reference
+ * engine (src/ref) in plain arrays. Parameters, gradients and optimizer state
+ * each live in one contiguous fp32 buffer (the master copy; reduced-precision
+ * compute converts from it when the layer weights are laid out). */
+#ifndef MEDPIPE_NN_H
+#define MEDPIPE_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- shapes and geometry ---- */
+typedef struct {
+    int64_t n, c, d, h, w;
+} mp_shape5_t;
+
+/* Elements of a shape (0 when a dimension is not positive). */
+int64_t mp_shape5_elems(mp_shape5_t s);
+
+/* Convolution geometry along (D, H, W): kernel, stride, symmetric padding. */
+typedef struct {
+    int64_t k[3], s[3], p[3];
+} mp_conv_geom_t;
+
+/* Output shape of a convolution (transposed = 0) or transposed convolution:
+ * conv: (in + 2p - k) / s + 1; transposed: (in - 1) * s - 2p + k. */
+mp_shape5_t mp_conv_out_shape(mp_shape5_t xs, int64_t cout, const mp_conv_geom_t *g, int transposed);
+
+/* Compute data types. Parameters are always kept in fp32 (master weights);
+ * the compute type is what the layers run in. */
+typedef enum { MP_NN_F32 = 0, MP_NN_BF16, MP_NN_F16, MP_NN_F64 } mp_nn_dtype_t;
+
+/* ---- loss: nnU-Net's DC_and_CE_loss (weights 1:1, MemoryEfficientSoftDiceLoss) ---- */
+typedef struct {
+    double smooth;      /* 1e-5 */
+    int batch_dice;     /* 1: Dice sums over the batch before the ratio */
+    int do_bg;          /* 0: background (class 0) left out of the Dice term */
+    double weight_ce;   /* 1 */
+    double weight_dice; /* 1 */
+} mp_loss_opts_t;
+
+void mp_loss_opts_init(mp_loss_opts_t *o);
+
+
+/* ---- nnU-Net's plain convolutional U-Net ---- */
+#define MP_UNET_MAX_STAGES 8
+
+typedef enum {
+    MP_NN_ENGINE_AUTO = 0, /* oneDNN unless MEDPIPE_FORCE_REF=1 (or oneDNN missing) */
+    MP_NN_ENGINE_REF,      /* plain-C reference kernels everywhere */
+    MP_NN_ENGINE_CPU       /* oneDNN (fails when oneDNN is missing) */
+} mp_nn_engine_t;
+
+typedef struct {
+    int in_channels;               /* 1 */
+    int num_classes;               /* 2 (background included) */
+    int n_stages;                  /* 5 */
+    int64_t features[MP_UNET_MAX_STAGES]; /* per stage; default 32 doubling, capped at 320 */
+    int64_t kernel[MP_UNET_MAX_STAGES][3];  /* per stage, (D, H, W); default 3x3x3 */
+    int64_t stride[MP_UNET_MAX_STAGES][3];  /* per stage; stage 0 is 1x1x1, others 2x2x2 */
+    int n_conv_per_stage;          /* 2, encoder and decoder */
+    double lrelu_slope;            /* 0.01 */
+    double norm_eps;               /* 1e-5 */
+    int deep_supervision;          /* 0: one output; 1: nnU-Net's weighted multi-scale loss */
+    int64_t batch;                 /* N of the tensors the model is planned for */
+    int64_t patch[3];              /* (D, H, W) */
+    mp_nn_engine_t engine;
+    mp_nn_dtype_t dtype;           /* MP_NN_F32; MP_NN_F64 with the reference engine (gradient checks) */
+    int threads;                   /* <= 0: all CPUs */
+} mp_unet_config_t;
+
+/* Fills nnU-Net's defaults for 5 stages, 1 input channel, 2 classes, batch 2, 64^3. */
+void mp_unet_config_default(mp_unet_config_t *c);
+/* Sets features[s] = min(base * 2^s, cap) for the configured stages. */
+void mp_unet_config_features(mp_unet_config_t *c, int64_t base, int64_t cap);
+
+typedef struct mp_unet mp_unet_t;
+
+/* A parameter tensor inside the parameter buffer. Names follow nnU-Net's
+ * PyTorch module structure, e.g. "encoder.stages.0.0.convs.0.conv.weight". */
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[5];
+    int64_t offset;  /* in floats, into the parameter (and gradient) buffer */
+    int64_t count;
+} mp_param_info_t;
+
+/* Plans the whole network: every primitive, the activation arena and the
+ * parameter/gradient buffers are allocated here and never during a step. */
+int mp_unet_create(mp_unet_t **out, const mp_unet_config_t *cfg);
+void mp_unet_free(mp_unet_t *m);
+const mp_unet_config_t *mp_unet_config(const mp_unet_t *m);
+/* 1 when the reference engine runs (forced by config or MEDPIPE_FORCE_REF=1). */
+int mp_unet_uses_ref(const mp_unet_t *m);
+
+/* Parameter and gradient buffers: one contiguous fp32 slab each. */
+int64_t mp_unet_param_count(const mp_unet_t *m);
+float *mp_unet_params(mp_unet_t *m);
+float *mp_unet_grads(mp_unet_t *m);
+int mp_unet_n_tensors(const mp_unet_t *m);
+const mp_param_info_t *mp_unet_tensor(const mp_unet_t *m, int i);
+/* nnU-Net's initialisation (Kaiming normal a=0.01, fan_in; zero biases; norm
+ * weight 1, bias 0), reproducible from the seed via Philox. */
+void mp_unet_init_weights(mp_unet_t *m, uint64_t seed);
+
+/* Forward pass: input (N, Cin, D, H, W) plain fp32; logits (N, K, D, H, W)
+ * plain fp32 of the full-resolution output (may be NULL). */
+int mp_unet_forward(mp_unet_t *m, float *logits, const float *input);
+/* Forward pass and loss only (validation, gradient checks). lo may be NULL (defaults). */
+int mp_unet_forward_loss(mp_unet_t *m, double *loss, const float *input, const uint8_t *labels,
+                         const mp_loss_opts_t *lo);
+/* Forward, loss (nnU-Net DC+CE, deep supervision if configured) and backward:
+ * labels (N, 1, D, H, W) in [0, K). Gradients are overwritten. */
+int mp_unet_forward_backward(mp_unet_t *m, double *loss, const float *input, const uint8_t *labels,
+                             const mp_loss_opts_t *lo);
+/* Convolution FLOPs (multiply-add = 2) of one forward pass, and of a training
+ * step (forward + backward data + backward weights). */
+double mp_unet_flops_forward(const mp_unet_t *m);
+double mp_unet_flops_train(const mp_unet_t *m);
+/* Bytes of the activation arena and of the parameter-side buffers. */
+size_t mp_unet_arena_bytes(const mp_unet_t *m);
+
+/* ---- optimizers over the flat parameter buffer ---- */
+typedef enum { MP_OPT_SGD = 0, MP_OPT_ADAMW } mp_opt_kind_t;
+
+typedef struct {
+    mp_opt_kind_t kind;
+    double lr;            /* 1e-2 (SGD), 1e-3 (AdamW) */
+    double momentum;      /* SGD: 0.99 */
+    int nesterov;         /* SGD: 1 */
+    double weight_decay;  /* SGD: 3e-5 (L2 added to the gradient); AdamW: decoupled, 0.01 */
+    double beta1, beta2, eps; /* AdamW: 0.9, 0.999, 1e-8 */
+    double clip_norm;     /* 12; <= 0 disables gradient-norm clipping */
+} mp_opt_config_t;
+
+void mp_opt_config_sgd(mp_opt_config_t *c);   /* nnU-Net's SGD */
+void mp_opt_config_adamw(mp_opt_config_t *c);
+
+typedef struct {
+    mp_opt_config_t cfg;
+    int64_t n;        /* parameters */
+    int64_t step;     /* updates done */
+    float *state;     /* one slab: SGD momentum (n) or AdamW m and v (2n) */
+} mp_opt_t;
+
+int mp_opt_init(mp_opt_t *o, const mp_opt_config_t *cfg, int64_t n);
+void mp_opt_deinit(mp_opt_t *o);
+/* Global L2 norm of the gradient. */
+double mp_grad_norm(const float *grad, int64_t n);
+/* Clips the gradient to cfg.clip_norm (as torch.nn.utils.clip_grad_norm_),
+ * then updates params with learning rate lr. Returns the norm before clipping. */
+double mp_opt_step(mp_opt_t *o, float *params, float *grad, double lr);
+/* Poly schedule: lr0 * (1 - step / max_steps)^exponent (nnU-Net: 0.9). */
+double mp_lr_poly(double lr0, int64_t step, int64_t max_steps, double exponent);
+
+/* ---- checkpoints (safetensors) ---- */
+/* Writes the parameters atomically as safetensors (F32, little-endian),
+ * metadata from "key=value" pairs (may be NULL). */
+int mp_unet_save(const mp_unet_t *m, const char *path, const char *const *meta, int n_meta);
+/* Loads parameters; every name, dtype and shape must match the model. The
+ * error names the file and the first tensor that does not match. */
+int mp_unet_load(mp_unet_t *m, const char *path);
+/* Training state (optimizer slab, step, RNG state, config as JSON) in its own
+ * safetensors file, written atomically. */
+int mp_train_state_save(const char *path, const mp_opt_t *o, const uint64_t rng_state[4], const char *config_json);
+int mp_train_state_load(const char *path, mp_opt_t *o, uint64_t rng_state[4]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,115 @@
+/* The fast CPU engine: oneDNN convolutions and transposed convolutions
+ * (forward, backward-data, backward-weights) in the blocked layouts oneDNN
+ * chooses, and hand-written kernels that work directly on those layouts
+ * (instance norm fused with LeakyReLU, concatenation, accumulation).
+ *
+ * Activations are described by a layout nCdhw<B>c: B channels innermost,
+ * channels padded to a multiple of B (B = 1 is the plain NCDHW array). The
+ * padded channels are always zero. Weights and biases are passed in PyTorch's
+ * plain layout (the fp32 master copy); each layer reorders them into the
+ * layout its primitives want, in buffers it allocates once at creation.
+ * All primitives use a caller-provided scratchpad: nothing is allocated while
+ * a layer runs. */
+#ifndef MP_CPU_H
+#define MP_CPU_H
+
+#include "medpipe/core.h"
+#include "medpipe/nn.h"
+
+#include <oneapi/dnnl/dnnl.h>
+
+/* A blocked activation layout nCdhw<block>c; channels last (ndhwc) is the
+ * case block = C. */
+typedef struct {
+    int64_t n, c, cpad, block, sp; /* sp = D*H*W */
+    int64_t d, h, w;
+} mp_cpu_layout_t;
+
+/* Engine and stream shared by every primitive (created on first use). */
+dnnl_engine_t mp_cpu_engine(void);
+dnnl_stream_t mp_cpu_stream(void);
+/* The activation layout oneDNN prefers for a 3x3x3 conv with c channels on
+ * this CPU: a block size (8, 16) or 0 for channels last. */
+int64_t mp_cpu_preferred_block(int64_t c);
+/* Number of threads oneDNN (OpenMP) uses; n <= 0 leaves the default. */
+void mp_cpu_set_threads(int n);
+/* 1 when MEDPIPE_FORCE_REF=1 is set in the environment. */
+int mp_cpu_force_ref_env(void);
+
+/* Plain fp32 NCDHW descriptor of a shape. */
+int mp_cpu_md_plain(dnnl_memory_desc_t *md, mp_shape5_t s);
+/* Descriptor of a shape in nCdhw<block>c (block 1, 4, 8 or 16; 0: channels last, ndhwc). */
+int mp_cpu_md_blocked(dnnl_memory_desc_t *md, mp_shape5_t s, int64_t block);
+/* Layout of a descriptor; MP_ERR_UNSUPPORTED when it is not nCdhw<B>c or ndhwc dense. */
+int mp_cpu_layout_from_md(mp_cpu_layout_t *l, const dnnl_memory_desc_t *md);
+/* Bytes of a buffer holding md (padding included). */
+size_t mp_cpu_md_bytes(const dnnl_memory_desc_t *md);
+/* Flat index of (n, c, spatial s) in a layout. */
+static inline int64_t mp_cpu_layout_index(const mp_cpu_layout_t *l, int64_t n, int64_t c, int64_t s) {
+    return ((n * (l->cpad / l->block) + c / l->block) * l->sp + s) * l->block + c % l->block;
+}
+
+/* A persistent reorder between two descriptors (e.g. network input/output). */
+typedef struct mp_cpu_reorder mp_cpu_reorder_t;
+int mp_cpu_reorder_create(mp_cpu_reorder_t **out, const dnnl_memory_desc_t *dst_md, const dnnl_memory_desc_t *src_md);
+int mp_cpu_reorder_run(mp_cpu_reorder_t *r, void *dst, const void *src);
+void mp_cpu_reorder_free(mp_cpu_reorder_t *r);
+/* One-off reorder (creates and frees the primitive): tests and build time. */
+int mp_cpu_reorder_once(void *dst, const dnnl_memory_desc_t *dst_md, const void *src, const dnnl_memory_desc_t *src_md);
+
+/* ---- convolution / transposed convolution layer ---- */
+typedef struct {
+    mp_shape5_t xs;   // (N, Cin, D, H, W)
+    int64_t cout;
+    mp_conv_geom_t g;
+    int transposed;   /* weights (Cin, Cout, k) instead of (Cout, Cin, k) */
+    int bias;
+    int post_lrelu;   /* fuse LeakyReLU(post_slope) into the forward output */
+    double post_slope;
+    int backward;     /* also create backward-data and backward-weights primitives */
+    const dnnl_memory_desc_t *src_md; /* layout of x; NULL lets oneDNN choose */
+    const dnnl_memory_desc_t *dst_md; /* layout of y; NULL lets oneDNN choose */
+} mp_cpu_conv_desc_t;
+
+typedef struct mp_cpu_conv mp_cpu_conv_t;
+
+int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d);
+void mp_cpu_conv_free(mp_cpu_conv_t *c);
+const dnnl_memory_desc_t *mp_cpu_conv_src_md(const mp_cpu_conv_t *c);
+const dnnl_memory_desc_t *mp_cpu_conv_dst_md(const mp_cpu_conv_t *c);
+/* Scratchpad bytes the layer's primitives need (the max of them). */
+size_t mp_cpu_conv_scratch_bytes(const mp_cpu_conv_t *c);
+/* oneDNN implementation names (fwd / bwd data / bwd weights), for logs. */
+const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which);
+
+/* y = act(conv(x, w) + b); y and x in the layer's dst/src layouts, w and b plain. */
+int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float *w, const float *b, void *scratch);
+/* dx = conv_backward_data(dy, w). Reuses the weights laid out by the last
+ * forward when that forward got the same w pointer (a training step). */
+int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, const float *w, void *scratch);
+/* dw, db (plain; db may be NULL when the layer has no bias) from dy and x. */
+int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const float *dy, const float *x,
+                                 void *scratch);
+
+/* ---- kernels on blocked layouts (pool may be NULL) ---- */
+/* Instance norm over each (n, c), affine, then LeakyReLU(slope) if act.
+ * mean/rstd: N*C values, saved for the backward pass. */
+void mp_cpu_inorm_forward(mp_pool_t *pool, float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                          const float *beta, const mp_cpu_layout_t *l, double eps, int act, double slope);
+/* Backward of the above: dx, and dgamma/dbeta (C values each, overwritten).
+ * y is the forward output (for the LeakyReLU mask); work holds 2*N*C floats. */
+void mp_cpu_inorm_backward(mp_pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *y, const float *mean, const float *rstd, const float *gamma,
+                           const mp_cpu_layout_t *l, int act, double slope, float *work);
+/* y = cat(a, b) along channels, and its backward (split). */
+void mp_cpu_concat_forward(mp_pool_t *pool, float *y, const float *a, const float *b, const mp_cpu_layout_t *ly,
+                           const mp_cpu_layout_t *la, const mp_cpu_layout_t *lb);
+void mp_cpu_concat_backward(mp_pool_t *pool, float *da, float *db, const float *dy, const mp_cpu_layout_t *ly,
+                            const mp_cpu_layout_t *la, const mp_cpu_layout_t *lb);
+/* dst += src over n floats (gradient accumulation). */
+void mp_cpu_add(mp_pool_t *pool, float *dst, const float *src, int64_t n);
+/* LeakyReLU backward from the output y (valid for slope >= 0): dx = dy * (y > 0 ? 1 : slope). */
+void mp_cpu_lrelu_backward_from_output(mp_pool_t *pool, float *dx, const float *dy, const float *y, int64_t n,
+                                       double slope);
+
+#endif

@@ -1,0 +1,505 @@
+/* oneDNN convolution and transposed-convolution layers: primitives created
+ * once per layer shape (forward, backward-data, backward-weights), weights
+ * reordered from the plain fp32 master copy into the layouts the primitives
+ * chose, user-managed scratchpads, plus the shared engine, stream, layout
+ * helpers and reorders. */
+#ifdef MP_HAVE_DNNL
+#include "cpu/cpu.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DNNL_CHECK(call)                                                                            \
+    do {                                                                                            \
+        dnnl_status_t st_ = (call);                                                                 \
+        if (st_ != dnnl_success) {                                                                  \
+            rc = mp_error_set(st_ == dnnl_unimplemented ? MP_ERR_UNSUPPORTED : MP_ERR_INTERNAL,      \
+                              "oneDNN: %s failed (status %d)", #call, (int)st_);                     \
+            goto fail;                                                                              \
+        }                                                                                           \
+    } while (0)
+
+static dnnl_engine_t g_engine;
+static dnnl_stream_t g_stream;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void init_engine(void) {
+    if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success) return;
+    if (dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags) != dnnl_success) g_stream = NULL;
+}
+
+dnnl_engine_t mp_cpu_engine(void) {
+    pthread_once(&g_once, init_engine);
+    return g_engine;
+}
+
+dnnl_stream_t mp_cpu_stream(void) {
+    pthread_once(&g_once, init_engine);
+    return g_stream;
+}
+
+void mp_cpu_set_threads(int n) {
+    /* libdnnl brings in the OpenMP runtime; medpipe is not compiled with it. */
+    if (n <= 0) return;
+    void (*set)(int) = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    if (set) set(n);
+}
+
+int mp_cpu_force_ref_env(void) {
+    const char *e = getenv("MEDPIPE_FORCE_REF");
+    return e && e[0] && strcmp(e, "0") != 0;
+}
+
+int mp_cpu_md_plain(dnnl_memory_desc_t *md, mp_shape5_t s) {
+    dnnl_dims_t dims = {s.n, s.c, s.d, s.h, s.w};
+    if (dnnl_memory_desc_init_by_tag(md, 5, dims, dnnl_f32, dnnl_ncdhw) != dnnl_success)
+        return mp_error_set(MP_ERR_ARG, "oneDNN: bad shape (%lld, %lld, %lld, %lld, %lld)", (long long)s.n,
+                            (long long)s.c, (long long)s.d, (long long)s.h, (long long)s.w);
+    return MP_OK;
+}
+
+int mp_cpu_md_blocked(dnnl_memory_desc_t *md, mp_shape5_t s, int64_t block) {
+    dnnl_format_tag_t tag = block == 16 ? dnnl_nCdhw16c : block == 8 ? dnnl_nCdhw8c : block == 4 ? dnnl_nCdhw4c
+                          : block == 0 ? dnnl_ndhwc : dnnl_ncdhw;
+    dnnl_dims_t dims = {s.n, s.c, s.d, s.h, s.w};
+    if (dnnl_memory_desc_init_by_tag(md, 5, dims, dnnl_f32, tag) != dnnl_success)
+        return mp_error_set(MP_ERR_ARG, "oneDNN: bad blocked shape (block %lld)", (long long)block);
+    return MP_OK;
+}
+
+int mp_cpu_layout_from_md(mp_cpu_layout_t *l, const dnnl_memory_desc_t *md) {
+    if (md->ndims != 5 || md->data_type != dnnl_f32 || md->format_kind != dnnl_blocked || md->offset0 != 0)
+        return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout is not a dense 5D fp32 layout");
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    int64_t block = 1;
+    l->n = md->dims[0];
+    l->c = md->dims[1];
+    l->cpad = md->padded_dims[1];
+    l->d = md->dims[2], l->h = md->dims[3], l->w = md->dims[4];
+    l->sp = l->d * l->h * l->w;
+    if (b->inner_nblks == 1 && b->inner_idxs[0] == 1) block = b->inner_blks[0];
+    else if (b->inner_nblks != 0)
+        return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout has an unsupported inner blocking");
+    else if (b->strides[1] == 1 && l->c > 1)
+        block = l->c; /* channels last (ndhwc): one block holding every channel */
+    l->block = block;
+    /* Dense n, C/B, d, h, w order. */
+    int64_t want[5] = {l->cpad * l->sp, l->sp * block, l->h * l->w * block, l->w * block, block};
+    if (block == l->c && b->inner_nblks == 0) want[1] = 1;
+    for (int i = 0; i < 5; i++)
+        if (b->strides[i] != want[i] && md->dims[i] > 1)
+            return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout is not nCdhw<B>c or ndhwc dense");
+    if (l->cpad % block != 0) return mp_error_set(MP_ERR_UNSUPPORTED, "activation layout padding");
+    return MP_OK;
+}
+
+size_t mp_cpu_md_bytes(const dnnl_memory_desc_t *md) { return dnnl_memory_desc_get_size(md); }
+
+/* ---- reorders ---- */
+struct mp_cpu_reorder {
+    dnnl_primitive_t prim;
+    dnnl_memory_t src, dst;
+};
+
+int mp_cpu_reorder_create(mp_cpu_reorder_t **out, const dnnl_memory_desc_t *dst_md, const dnnl_memory_desc_t *src_md) {
+    int rc = MP_OK;
+    dnnl_primitive_desc_t pd = NULL;
+    mp_cpu_reorder_t *r = calloc(1, sizeof *r);
+    *out = NULL;
+    if (!r) return mp_error_set(MP_ERR_NOMEM, "out of memory");
+    dnnl_engine_t e = mp_cpu_engine();
+    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, src_md, e, dst_md, e, NULL));
+    DNNL_CHECK(dnnl_primitive_create(&r->prim, pd));
+    DNNL_CHECK(dnnl_memory_create(&r->src, src_md, e, DNNL_MEMORY_NONE));
+    DNNL_CHECK(dnnl_memory_create(&r->dst, dst_md, e, DNNL_MEMORY_NONE));
+    dnnl_primitive_desc_destroy(pd);
+    *out = r;
+    return MP_OK;
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    mp_cpu_reorder_free(r);
+    return rc;
+}
+
+int mp_cpu_reorder_run(mp_cpu_reorder_t *r, void *dst, const void *src) {
+    int rc = MP_OK;
+    DNNL_CHECK(dnnl_memory_set_data_handle(r->src, (void *)src));
+    DNNL_CHECK(dnnl_memory_set_data_handle(r->dst, dst));
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst}};
+    DNNL_CHECK(dnnl_primitive_execute(r->prim, mp_cpu_stream(), 2, args));
+    DNNL_CHECK(dnnl_stream_wait(mp_cpu_stream()));
+fail:
+    return rc;
+}
+
+void mp_cpu_reorder_free(mp_cpu_reorder_t *r) {
+    if (!r) return;
+    if (r->prim) dnnl_primitive_destroy(r->prim);
+    if (r->src) dnnl_memory_destroy(r->src);
+    if (r->dst) dnnl_memory_destroy(r->dst);
+    free(r);
+}
+
+int mp_cpu_reorder_once(void *dst, const dnnl_memory_desc_t *dst_md, const void *src, const dnnl_memory_desc_t *src_md) {
+    mp_cpu_reorder_t *r;
+    int rc = mp_cpu_reorder_create(&r, dst_md, src_md);
+    if (rc) return rc;
+    rc = mp_cpu_reorder_run(r, dst, src);
+    mp_cpu_reorder_free(r);
+    return rc;
+}
+
+/* ---- convolution layer ---- */
+typedef struct {
+    dnnl_primitive_t prim;
+    dnnl_memory_t scratch;
+    const char *impl;
+} prim_t;
+
+struct mp_cpu_conv {
+    mp_cpu_conv_desc_t d;
+    dnnl_memory_desc_t src_md, dst_md, w_md, b_md;     /* w_md, b_md: plain */
+    dnnl_memory_desc_t wf_md, wb_md, dw_md;            /* chosen by oneDNN */
+    prim_t fwd, bwd_data, bwd_weights;
+    mp_cpu_reorder_t *w_to_fwd, *w_to_bwd, *dw_to_plain; /* NULL when no reorder is needed */
+    float *wf, *wb, *dwb;
+    const float *wf_of;  /* plain weights the last forward laid out */
+    dnnl_memory_t m_src, m_dst, m_wf, m_b;             /* forward */
+    dnnl_memory_t m_dsrc, m_ddst_bd, m_wb;             /* backward data */
+    dnnl_memory_t m_src_bw, m_ddst_bw, m_dw, m_db;     /* backward weights */
+    size_t scratch_bytes;
+};
+
+static int finish_prim(prim_t *p, dnnl_primitive_desc_t pd, size_t *scratch_max) {
+    int rc = MP_OK;
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    const char *impl = NULL;
+    DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+    p->impl = impl; /* static strings inside oneDNN */
+    DNNL_CHECK(dnnl_primitive_create(&p->prim, pd));
+    if (smd && smd->ndims > 0) {
+        size_t sz = dnnl_memory_desc_get_size(smd);
+        if (sz > *scratch_max) *scratch_max = sz;
+        DNNL_CHECK(dnnl_memory_create(&p->scratch, smd, mp_cpu_engine(), DNNL_MEMORY_NONE));
+    }
+fail:
+    return rc;
+}
+
+static int run_prim(prim_t *p, dnnl_exec_arg_t *args, int n, void *scratch) {
+    int rc = MP_OK;
+    if (p->scratch) {
+        DNNL_CHECK(dnnl_memory_set_data_handle(p->scratch, scratch));
+        args[n].arg = DNNL_ARG_SCRATCHPAD;
+        args[n++].memory = p->scratch;
+    }
+    DNNL_CHECK(dnnl_primitive_execute(p->prim, mp_cpu_stream(), n, args));
+    DNNL_CHECK(dnnl_stream_wait(mp_cpu_stream()));
+fail:
+    return rc;
+}
+
+static int new_mem(dnnl_memory_t *m, const dnnl_memory_desc_t *md) {
+    int rc = MP_OK;
+    DNNL_CHECK(dnnl_memory_create(m, md, mp_cpu_engine(), DNNL_MEMORY_NONE));
+fail:
+    return rc;
+}
+
+static int set_mem(dnnl_memory_t m, const void *p) {
+    int rc = MP_OK;
+    DNNL_CHECK(dnnl_memory_set_data_handle(m, (void *)p));
+fail:
+    return rc;
+}
+
+/* A weight-layout buffer plus, when it differs from plain, the reorder into it. */
+static int weights_layout(mp_cpu_conv_t *c, const dnnl_memory_desc_t *chosen, dnnl_memory_desc_t *keep, float **buf,
+                          mp_cpu_reorder_t **reorder, int to_plain) {
+    *keep = *chosen;
+    if (dnnl_memory_desc_equal(chosen, &c->w_md)) return MP_OK;
+    *buf = mp_zalloc(dnnl_memory_desc_get_size(chosen));
+    if (!*buf) return mp_error_set(MP_ERR_NOMEM, "out of memory for conv weights");
+    return to_plain ? mp_cpu_reorder_create(reorder, &c->w_md, chosen) : mp_cpu_reorder_create(reorder, chosen, &c->w_md);
+}
+
+static int conv_descs(mp_cpu_conv_t *c, const dnnl_memory_desc_t *given_src, const dnnl_memory_desc_t *given_dst,
+                      dnnl_memory_desc_t *any_src,
+                      dnnl_memory_desc_t *any_dst, dnnl_memory_desc_t *any_w) {
+    const mp_cpu_conv_desc_t *d = &c->d;
+    mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
+    if (mp_shape5_elems(d->xs) <= 0 || mp_shape5_elems(ys) <= 0)
+        return mp_error_set(MP_ERR_ARG, "conv: empty input or output shape");
+    dnnl_dims_t xd = {d->xs.n, d->xs.c, d->xs.d, d->xs.h, d->xs.w};
+    dnnl_dims_t yd = {ys.n, ys.c, ys.d, ys.h, ys.w};
+    dnnl_dims_t wd = {d->cout, d->xs.c, d->g.k[0], d->g.k[1], d->g.k[2]};
+    dnnl_dims_t bd = {d->cout};
+    if (dnnl_memory_desc_init_by_tag(any_src, 5, xd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(any_dst, 5, yd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(any_w, 5, wd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&c->w_md, 5, wd, dnnl_f32, d->transposed ? dnnl_iodhw : dnnl_oidhw) ||
+        dnnl_memory_desc_init_by_tag(&c->b_md, 1, bd, dnnl_f32, dnnl_x))
+        return mp_error_set(MP_ERR_ARG, "conv: bad dimensions");
+    if (given_src) *any_src = *given_src;
+    if (given_dst) *any_dst = *given_dst;
+    return MP_OK;
+}
+
+static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst,
+                          const dnnl_memory_desc_t *w, const dnnl_dims_t st, const dnnl_dims_t pl,
+                          const dnnl_dims_t pr) {
+    int rc = MP_OK;
+    const mp_cpu_conv_desc_t *d = &c->d;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_convolution_desc_t cd;
+    dnnl_deconvolution_desc_t dd;
+    const dnnl_memory_desc_t *bmd = d->bias ? &c->b_md : NULL;
+    dnnl_prop_kind_t prop = d->backward ? dnnl_forward_training : dnnl_forward_inference;
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (d->post_lrelu) {
+        DNNL_CHECK(dnnl_post_ops_create(&po));
+        DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, (float)d->post_slope, 0.0f));
+        DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+    }
+    if (d->transposed) {
+        DNNL_CHECK(dnnl_deconvolution_forward_desc_init(&dd, prop, dnnl_deconvolution_direct, src, w, bmd, dst, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &dd, attr, mp_cpu_engine(), NULL));
+    } else {
+        DNNL_CHECK(dnnl_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, src, w, bmd, dst, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &cd, attr, mp_cpu_engine(), NULL));
+    }
+    c->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    c->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &c->wf_md, &c->wf,
+                             &c->w_to_fwd, 0)))
+        goto fail;
+    if ((rc = finish_prim(&c->fwd, pd, &c->scratch_bytes))) goto fail;
+    if ((rc = new_mem(&c->m_src, &c->src_md)) || (rc = new_mem(&c->m_dst, &c->dst_md)) ||
+        (rc = new_mem(&c->m_wf, &c->wf_md)) || (rc = new_mem(&c->m_b, &c->b_md)))
+        goto fail;
+fail:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+/* Backward primitives use exactly the forward's activation layouts so that
+ * no reorder sits between the passes; only the weights layouts are free. */
+static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, const dnnl_dims_t st,
+                           const dnnl_dims_t pl, const dnnl_dims_t pr) {
+    int rc = MP_OK;
+    const mp_cpu_conv_desc_t *d = &c->d;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t fwd_pd = NULL, bd_pd = NULL, bw_pd = NULL;
+    const dnnl_memory_desc_t *bmd = d->bias ? &c->b_md : NULL;
+    dnnl_convolution_desc_t cf, cb, cw;
+    dnnl_deconvolution_desc_t df, db, dw;
+    dnnl_engine_t e = mp_cpu_engine();
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    if (d->transposed) {
+        DNNL_CHECK(dnnl_deconvolution_forward_desc_init(&df, dnnl_forward_training, dnnl_deconvolution_direct, &c->src_md,
+                                                        &c->wf_md, bmd, &c->dst_md, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&fwd_pd, &df, NULL, e, NULL));
+        DNNL_CHECK(dnnl_deconvolution_backward_data_desc_init(&db, dnnl_deconvolution_direct, &c->src_md, any_w,
+                                                              &c->dst_md, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&bd_pd, &db, attr, e, fwd_pd));
+        DNNL_CHECK(dnnl_deconvolution_backward_weights_desc_init(&dw, dnnl_deconvolution_direct, &c->src_md, any_w, bmd,
+                                                                 &c->dst_md, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&bw_pd, &dw, attr, e, fwd_pd));
+    } else {
+        DNNL_CHECK(dnnl_convolution_forward_desc_init(&cf, dnnl_forward_training, dnnl_convolution_direct, &c->src_md,
+                                                      &c->wf_md, bmd, &c->dst_md, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&fwd_pd, &cf, NULL, e, NULL));
+        DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&cb, dnnl_convolution_direct, &c->src_md, any_w, &c->dst_md,
+                                                            st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&bd_pd, &cb, attr, e, fwd_pd));
+        DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(&cw, dnnl_convolution_direct, &c->src_md, any_w, bmd,
+                                                               &c->dst_md, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&bw_pd, &cw, attr, e, fwd_pd));
+    }
+    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(bd_pd, dnnl_query_weights_md, 0), &c->wb_md, &c->wb,
+                             &c->w_to_bwd, 0)) ||
+        (rc = weights_layout(c, dnnl_primitive_desc_query_md(bw_pd, dnnl_query_diff_weights_md, 0), &c->dw_md,
+                             &c->dwb, &c->dw_to_plain, 1)))
+        goto fail;
+    if ((rc = finish_prim(&c->bwd_data, bd_pd, &c->scratch_bytes)) ||
+        (rc = finish_prim(&c->bwd_weights, bw_pd, &c->scratch_bytes)))
+        goto fail;
+    if ((rc = new_mem(&c->m_dsrc, &c->src_md)) || (rc = new_mem(&c->m_ddst_bd, &c->dst_md)) ||
+        (rc = new_mem(&c->m_wb, &c->wb_md)) || (rc = new_mem(&c->m_src_bw, &c->src_md)) ||
+        (rc = new_mem(&c->m_ddst_bw, &c->dst_md)) || (rc = new_mem(&c->m_dw, &c->dw_md)) ||
+        (rc = new_mem(&c->m_db, &c->b_md)))
+        goto fail;
+fail:
+    if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
+    if (bd_pd) dnnl_primitive_desc_destroy(bd_pd);
+    if (bw_pd) dnnl_primitive_desc_destroy(bw_pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
+    *out = NULL;
+    if (!mp_cpu_engine() || !mp_cpu_stream()) return mp_error_set(MP_ERR_INTERNAL, "oneDNN: no CPU engine");
+    if (d->post_lrelu && d->backward && d->post_slope < 0)
+        return mp_error_set(MP_ERR_ARG, "conv: fused LeakyReLU needs slope >= 0 for training");
+    mp_cpu_conv_t *c = calloc(1, sizeof *c);
+    if (!c) return mp_error_set(MP_ERR_NOMEM, "out of memory");
+    c->d = *d;
+    c->d.src_md = c->d.dst_md = NULL; /* the caller's pointers are not kept */
+    dnnl_memory_desc_t any_src, any_dst, any_w;
+    dnnl_dims_t st, pl, pr;
+    int rc = conv_descs(c, d->src_md, d->dst_md, &any_src, &any_dst, &any_w);
+    if (rc) goto fail;
+    mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
+    int64_t in[3] = {d->xs.d, d->xs.h, d->xs.w}, on[3] = {ys.d, ys.h, ys.w};
+    for (int i = 0; i < 3; i++) {
+        st[i] = d->g.s[i];
+        pl[i] = d->g.p[i];
+        /* Right padding that makes oneDNN's size rule give PyTorch's floor result. */
+        pr[i] = d->transposed ? d->g.p[i] : (on[i] - 1) * d->g.s[i] + d->g.k[i] - in[i] - d->g.p[i];
+    }
+    if ((rc = create_forward(c, &any_src, &any_dst, &any_w, st, pl, pr))) goto fail;
+    if (d->backward && (rc = create_backward(c, &any_w, st, pl, pr))) goto fail;
+    *out = c;
+    return MP_OK;
+fail:
+    mp_cpu_conv_free(c);
+    return mp_error_wrap(rc, "conv layer %lldx%lldx%lld, %lld->%lld channels: ", (long long)d->g.k[0],
+                         (long long)d->g.k[1], (long long)d->g.k[2], (long long)d->xs.c, (long long)d->cout);
+}
+
+static void prim_free(prim_t *p) {
+    if (p->prim) dnnl_primitive_destroy(p->prim);
+    if (p->scratch) dnnl_memory_destroy(p->scratch);
+}
+
+void mp_cpu_conv_free(mp_cpu_conv_t *c) {
+    if (!c) return;
+    prim_free(&c->fwd);
+    prim_free(&c->bwd_data);
+    prim_free(&c->bwd_weights);
+    mp_cpu_reorder_free(c->w_to_fwd);
+    mp_cpu_reorder_free(c->w_to_bwd);
+    mp_cpu_reorder_free(c->dw_to_plain);
+    mp_free(c->wf);
+    mp_free(c->wb);
+    mp_free(c->dwb);
+    dnnl_memory_t ms[] = {c->m_src, c->m_dst, c->m_wf, c->m_b, c->m_dsrc, c->m_ddst_bd,
+                          c->m_wb, c->m_src_bw, c->m_ddst_bw, c->m_dw, c->m_db};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        if (ms[i]) dnnl_memory_destroy(ms[i]);
+    free(c);
+}
+
+const dnnl_memory_desc_t *mp_cpu_conv_src_md(const mp_cpu_conv_t *c) { return &c->src_md; }
+const dnnl_memory_desc_t *mp_cpu_conv_dst_md(const mp_cpu_conv_t *c) { return &c->dst_md; }
+size_t mp_cpu_conv_scratch_bytes(const mp_cpu_conv_t *c) { return c->scratch_bytes; }
+
+const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which) {
+    const prim_t *p = which == 0 ? &c->fwd : which == 1 ? &c->bwd_data : &c->bwd_weights;
+    return p->impl ? p->impl : "none";
+}
+
+int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float *w, const float *b, void *scratch) {
+    int rc;
+    const float *wl = w;
+    if (c->w_to_fwd) {
+        if ((rc = mp_cpu_reorder_run(c->w_to_fwd, c->wf, w))) return rc;
+        wl = c->wf;
+    }
+    c->wf_of = w;
+    if ((rc = set_mem(c->m_src, x)) || (rc = set_mem(c->m_dst, y)) || (rc = set_mem(c->m_wf, wl))) return rc;
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, c->m_src}, {DNNL_ARG_WEIGHTS, c->m_wf}, {DNNL_ARG_DST, c->m_dst}};
+    int n = 3;
+    if (c->d.bias) {
+        if ((rc = set_mem(c->m_b, b))) return rc;
+        args[n].arg = DNNL_ARG_BIAS;
+        args[n++].memory = c->m_b;
+    }
+    return run_prim(&c->fwd, args, n, scratch);
+}
+
+int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, const float *w, void *scratch) {
+    int rc;
+    if (!c->bwd_data.prim) return mp_error_set(MP_ERR_ARG, "conv: layer was created without backward");
+    const float *wl = w;
+    if (c->w_to_bwd) {
+        /* The forward already laid the same weights out in this layout. */
+        if (c->wf_of == w && c->wf && dnnl_memory_desc_equal(&c->wb_md, &c->wf_md)) wl = c->wf;
+        else if ((rc = mp_cpu_reorder_run(c->w_to_bwd, c->wb, w))) return rc;
+        else wl = c->wb;
+    }
+    if ((rc = set_mem(c->m_dsrc, dx)) || (rc = set_mem(c->m_ddst_bd, dy)) || (rc = set_mem(c->m_wb, wl))) return rc;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_DIFF_DST, c->m_ddst_bd}, {DNNL_ARG_WEIGHTS, c->m_wb}, {DNNL_ARG_DIFF_SRC, c->m_dsrc}};
+    return run_prim(&c->bwd_data, args, 3, scratch);
+}
+
+int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const float *dy, const float *x,
+                                 void *scratch) {
+    int rc;
+    if (!c->bwd_weights.prim) return mp_error_set(MP_ERR_ARG, "conv: layer was created without backward");
+    float *dwl = c->dw_to_plain ? c->dwb : dw;
+    if ((rc = set_mem(c->m_src_bw, x)) || (rc = set_mem(c->m_ddst_bw, dy)) || (rc = set_mem(c->m_dw, dwl))) return rc;
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, c->m_src_bw}, {DNNL_ARG_DIFF_DST, c->m_ddst_bw}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
+    int n = 3;
+    if (c->d.bias) {
+        if (!db) return mp_error_set(MP_ERR_ARG, "conv: bias gradient buffer missing");
+        if ((rc = set_mem(c->m_db, db))) return rc;
+        args[n].arg = DNNL_ARG_DIFF_BIAS;
+        args[n++].memory = c->m_db;
+    }
+    if ((rc = run_prim(&c->bwd_weights, args, n, scratch))) return rc;
+    return c->dw_to_plain ? mp_cpu_reorder_run(c->dw_to_plain, dw, c->dwb) : MP_OK;
+}
+
+/* Implementation name of a backward-weights conv with activations in `block`. */
+static int bwd_weights_is_ref(const dnnl_memory_desc_t *x, const dnnl_memory_desc_t *w, const dnnl_dims_t st,
+                              const dnnl_dims_t pad) {
+    dnnl_convolution_desc_t fd, bd;
+    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
+    const char *impl = "ref";
+    if (!dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, x, w, NULL, x, st, pad,
+                                            pad) &&
+        !dnnl_primitive_desc_create(&fpd, &fd, NULL, mp_cpu_engine(), NULL) &&
+        !dnnl_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, x, w, NULL, x, st, pad, pad) &&
+        !dnnl_primitive_desc_create(&bpd, &bd, NULL, mp_cpu_engine(), fpd))
+        dnnl_primitive_desc_query(bpd, dnnl_query_impl_info_str, 0, &impl);
+    int ref = strncmp(impl, "ref", 3) == 0;
+    if (bpd) dnnl_primitive_desc_destroy(bpd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    return ref;
+}
+
+int64_t mp_cpu_preferred_block(int64_t c) {
+    dnnl_dims_t xd = {2, c, 16, 16, 16}, wd = {c, c, 3, 3, 3}, st = {1, 1, 1}, pad = {1, 1, 1};
+    dnnl_memory_desc_t x, w;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL;
+    int64_t block = 16;
+    if (dnnl_memory_desc_init_by_tag(&x, 5, xd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_memory_desc_init_by_tag(&w, 5, wd, dnnl_f32, dnnl_format_tag_any) ||
+        dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &x, &w, NULL, &x, st,
+                                           pad, pad) ||
+        dnnl_primitive_desc_create(&pd, &cd, NULL, mp_cpu_engine(), NULL))
+        return block;
+    mp_cpu_layout_t l;
+    const dnnl_memory_desc_t *chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    if (!mp_cpu_layout_from_md(&l, chosen)) {
+        block = l.block == l.c && l.block > 16 ? 0 : l.block;
+        /* Training needs a fast backward too: oneDNN 2.6 has no AVX2 kernel for
+         * blocked 3D backward-weights, but a GEMM one for channels last. */
+        if (block && bwd_weights_is_ref(chosen, &w, st, pad)) block = 0;
+    }
+    mp_error_clear();
+    dnnl_primitive_desc_destroy(pd);
+    return block;
+}
+#endif /* MP_HAVE_DNNL */

@@ -1,0 +1,305 @@
+/* Memory-bound kernels that work directly on oneDNN's blocked activation
+ * layouts (nCdhw<B>c), so no reorder is needed around them: instance norm
+ * fused with LeakyReLU (forward and backward), channel concatenation and
+ * gradient accumulation. Work is split over (sample, channel block) rows on
+ * the thread pool; per-lane sums are kept in double for accuracy, and the
+ * B lanes of a row vectorize without reassociating any sum. */
+#ifdef MP_HAVE_DNNL
+#include "cpu/cpu.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+/* oneDNN runs on an OpenMP team; a second pool of threads next to it makes
+ * the two spin against each other (on a loaded 2-core machine a step became
+ * 20x slower). So the kernels run on the same team, through libgomp's
+ * GOMP_parallel entry point (what `#pragma omp parallel` compiles to), with
+ * the same static partition as mp_pool_parallel_for. Without libgomp they
+ * fall back to the medpipe pool. */
+typedef void (*gomp_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
+static gomp_parallel_t gomp_parallel;
+static int (*omp_thread_num)(void), (*omp_num_threads)(void);
+static pthread_once_t gomp_once = PTHREAD_ONCE_INIT;
+
+static void gomp_resolve(void) {
+    gomp_parallel = (gomp_parallel_t)dlsym(RTLD_DEFAULT, "GOMP_parallel");
+    omp_thread_num = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_thread_num");
+    omp_num_threads = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_num_threads");
+}
+
+typedef struct {
+    int64_t n;
+    mp_range_fn fn;
+    void *ctx;
+} team_job_t;
+
+static void team_body(void *p) {
+    team_job_t *j = p;
+    int t = omp_thread_num(), nt = omp_num_threads();
+    int64_t b = j->n * t / nt, e = j->n * (t + 1) / nt;
+    if (e > b) j->fn(j->ctx, b, e, t);
+}
+
+static void par_for(mp_pool_t *pool, int64_t n, mp_range_fn fn, void *ctx) {
+    pthread_once(&gomp_once, gomp_resolve);
+    if (pool && mp_pool_threads(pool) > 1 && n > 1 && gomp_parallel && omp_thread_num && omp_num_threads) {
+        team_job_t j = {n, fn, ctx};
+        gomp_parallel(team_body, &j, (unsigned)mp_pool_threads(pool), 0);
+        return;
+    }
+    mp_pool_parallel_for(pool, n, fn, ctx);
+}
+
+typedef struct {
+    float *y, *dx, *dgamma, *dbeta, *mean, *rstd, *work;
+    const float *x, *dy, *yo, *gamma, *beta, *cmean, *crstd;
+    const mp_cpu_layout_t *l;
+    double eps, slope;
+    int act;
+} inorm_ctx_t;
+
+/* Forward of lanes [j0, j0 + J) (J <= 16) of one (n, channel block) row of
+ * B channels per voxel. Channels last is the case of one row per sample. */
+static inline void inorm_fwd_row(inorm_ctx_t *c, int64_t row, const int64_t B, int64_t j0, const int64_t J) {
+    const mp_cpu_layout_t *l = c->l;
+    int64_t cb = l->cpad / B, n = row / cb, c0 = (row % cb) * B + j0, sp = l->sp;
+    const float *x = c->x + row * sp * B + j0;
+    float *y = c->y + row * sp * B + j0;
+    double s[16] = {0}, q[16] = {0};
+    float m[16], r[16], ga[16], be[16];
+    for (int64_t v = 0; v < sp; v++)
+        for (int64_t j = 0; j < J; j++) s[j] += x[v * B + j];
+    for (int64_t j = 0; j < J; j++) m[j] = (float)(s[j] / (double)sp);
+    for (int64_t v = 0; v < sp; v++)
+        for (int64_t j = 0; j < J; j++) {
+            double d = x[v * B + j] - m[j];
+            q[j] += d * d;
+        }
+    for (int64_t j = 0; j < J; j++) {
+        int live = c0 + j < l->c;
+        r[j] = (float)(1.0 / sqrt(q[j] / (double)sp + c->eps));
+        /* Padded channels get gamma = beta = 0 so they stay zero. */
+        ga[j] = live ? (c->gamma ? c->gamma[c0 + j] : 1.0f) * r[j] : 0.0f;
+        be[j] = live ? (c->beta ? c->beta[c0 + j] : 0.0f) - ga[j] * m[j] : 0.0f;
+        if (live) {
+            c->mean[n * l->c + c0 + j] = m[j];
+            c->rstd[n * l->c + c0 + j] = r[j];
+        }
+    }
+    float slope = (float)c->slope;
+    if (c->act) {
+        for (int64_t v = 0; v < sp; v++)
+            for (int64_t j = 0; j < J; j++) {
+                float t = x[v * B + j] * ga[j] + be[j];
+                y[v * B + j] = t > 0 ? t : t * slope;
+            }
+    } else {
+        for (int64_t v = 0; v < sp; v++)
+            for (int64_t j = 0; j < J; j++) y[v * B + j] = x[v * B + j] * ga[j] + be[j];
+    }
+}
+
+/* Tasks are (row, chunk of 16 lanes); blocks of 4, 8, 16 get constant trip counts. */
+static int64_t lane_chunks(const mp_cpu_layout_t *l) { return (l->block + 15) / 16; }
+
+static void inorm_fwd_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    inorm_ctx_t *c = ctx;
+    int64_t B = c->l->block, nch = lane_chunks(c->l);
+    (void)worker;
+    for (int64_t task = begin; task < end; task++) {
+        int64_t row = task / nch, j0 = (task % nch) * 16, J = B - j0 < 16 ? B - j0 : 16;
+        switch (B) {
+        case 16: inorm_fwd_row(c, row, 16, 0, 16); break;
+        case 8: inorm_fwd_row(c, row, 8, 0, 8); break;
+        case 4: inorm_fwd_row(c, row, 4, 0, 4); break;
+        case 1: inorm_fwd_row(c, row, 1, 0, 1); break;
+        default:
+            if (J == 16) inorm_fwd_row(c, row, B, j0, 16);
+            else inorm_fwd_row(c, row, B, j0, J);
+        }
+    }
+}
+
+void mp_cpu_inorm_forward(mp_pool_t *pool, float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                          const float *beta, const mp_cpu_layout_t *l, double eps, int act, double slope) {
+    inorm_ctx_t c = {.y = y, .mean = mean, .rstd = rstd, .x = x, .gamma = gamma, .beta = beta, .l = l,
+                     .eps = eps, .act = act, .slope = slope};
+    par_for(pool, l->n * (l->cpad / l->block) * lane_chunks(l), inorm_fwd_range, &c);
+}
+
+/* Backward of one row: g = dy masked by the LeakyReLU, then the instance-norm
+ * backward. Partial dgamma/dbeta of the row go to work (summed over n later). */
+static inline void inorm_bwd_row(inorm_ctx_t *c, int64_t row, const int64_t B, int64_t j0, const int64_t J) {
+    const mp_cpu_layout_t *l = c->l;
+    int64_t cb = l->cpad / B, n = row / cb, c0 = (row % cb) * B + j0, sp = l->sp;
+    int64_t base = row * sp * B + j0;
+    const float *x = c->x + base, *dy = c->dy + base, *yo = c->yo + base;
+    float *dx = c->dx + base;
+    double sg[16] = {0}, sgx[16] = {0};
+    float m[16], r[16], k1[16], k2[16], k3[16];
+    float slope = c->act ? (float)c->slope : 1.0f;
+    for (int64_t j = 0; j < J; j++) {
+        int live = c0 + j < l->c;
+        m[j] = live ? c->cmean[n * l->c + c0 + j] : 0.0f;
+        r[j] = live ? c->crstd[n * l->c + c0 + j] : 0.0f;
+    }
+    for (int64_t v = 0; v < sp; v++)
+        for (int64_t j = 0; j < J; j++) {
+            float g = yo[v * B + j] > 0 ? dy[v * B + j] : dy[v * B + j] * slope;
+            sg[j] += g;
+            sgx[j] += g * ((x[v * B + j] - m[j]) * r[j]);
+        }
+    for (int64_t j = 0; j < J; j++) {
+        int live = c0 + j < l->c;
+        float ga = live ? (c->gamma ? c->gamma[c0 + j] : 1.0f) : 0.0f;
+        /* dx = ga*r*(g - mean(g) - xhat*mean(g*xhat)), xhat = (x - m)*r. */
+        k1[j] = ga * r[j];
+        k2[j] = (float)(sg[j] / (double)sp);
+        k3[j] = (float)(sgx[j] / (double)sp) * r[j];
+        if (live) {
+            c->work[n * l->c + c0 + j] = (float)sgx[j];
+            c->work[l->n * l->c + n * l->c + c0 + j] = (float)sg[j];
+        }
+    }
+    for (int64_t v = 0; v < sp; v++)
+        for (int64_t j = 0; j < J; j++) {
+            float g = yo[v * B + j] > 0 ? dy[v * B + j] : dy[v * B + j] * slope;
+            dx[v * B + j] = k1[j] * (g - k2[j] - (x[v * B + j] - m[j]) * k3[j]);
+        }
+}
+
+static void inorm_bwd_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    inorm_ctx_t *c = ctx;
+    int64_t B = c->l->block, nch = lane_chunks(c->l);
+    (void)worker;
+    for (int64_t task = begin; task < end; task++) {
+        int64_t row = task / nch, j0 = (task % nch) * 16, J = B - j0 < 16 ? B - j0 : 16;
+        switch (B) {
+        case 16: inorm_bwd_row(c, row, 16, 0, 16); break;
+        case 8: inorm_bwd_row(c, row, 8, 0, 8); break;
+        case 4: inorm_bwd_row(c, row, 4, 0, 4); break;
+        case 1: inorm_bwd_row(c, row, 1, 0, 1); break;
+        default:
+            if (J == 16) inorm_bwd_row(c, row, B, j0, 16);
+            else inorm_bwd_row(c, row, B, j0, J);
+        }
+    }
+}
+
+void mp_cpu_inorm_backward(mp_pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *y, const float *mean, const float *rstd, const float *gamma,
+                           const mp_cpu_layout_t *l, int act, double slope, float *work) {
+    inorm_ctx_t c = {.dx = dx, .work = work, .x = x, .dy = dy, .yo = y, .gamma = gamma, .cmean = mean,
+                     .crstd = rstd, .l = l, .act = act, .slope = slope};
+    par_for(pool, l->n * (l->cpad / l->block) * lane_chunks(l), inorm_bwd_range, &c);
+    for (int64_t ch = 0; ch < l->c; ch++) {
+        double a = 0, b = 0;
+        for (int64_t n = 0; n < l->n; n++) {
+            a += work[n * l->c + ch];
+            b += work[l->n * l->c + n * l->c + ch];
+        }
+        if (dgamma) dgamma[ch] = (float)a;
+        if (dbeta) dbeta[ch] = (float)b;
+    }
+}
+
+/* ---- concatenation ---- */
+typedef struct {
+    float *y, *a, *b;
+    const float *cy, *ca, *cb;
+    const mp_cpu_layout_t *ly, *la, *lb;
+    int backward;
+} concat_ctx_t;
+
+/* Copies channel rows between a part (la, channel offset off in y). */
+static void concat_part(concat_ctx_t *c, int64_t n, const mp_cpu_layout_t *lp, float *part, const float *cpart,
+                        int64_t off) {
+    const mp_cpu_layout_t *ly = c->ly;
+    if (lp->block == ly->block && off % ly->block == 0) {
+        /* Whole channel blocks line up: one contiguous copy per sample. */
+        size_t len = (size_t)(lp->cpad * lp->sp) * sizeof(float);
+        int64_t iy = mp_cpu_layout_index(ly, n, off, 0);
+        if (c->backward) memcpy(part + n * lp->cpad * lp->sp, c->cy + iy, len);
+        else memcpy(c->y + iy, cpart + n * lp->cpad * lp->sp, len);
+        return;
+    }
+    if (lp->block == lp->c && ly->block == ly->c) {
+        /* Channels last on both sides: one contiguous run per voxel. */
+        size_t len = (size_t)lp->c * sizeof(float);
+        for (int64_t s = 0; s < lp->sp; s++) {
+            int64_t iy = (n * ly->sp + s) * ly->c + off, ip = (n * lp->sp + s) * lp->c;
+            if (c->backward) memcpy(part + ip, c->cy + iy, len);
+            else memcpy(c->y + iy, cpart + ip, len);
+        }
+        return;
+    }
+    for (int64_t s = 0; s < lp->sp; s++)
+        for (int64_t ch = 0; ch < lp->c; ch++) {
+            int64_t iy = mp_cpu_layout_index(ly, n, off + ch, s), ip = mp_cpu_layout_index(lp, n, ch, s);
+            if (c->backward) part[ip] = c->cy[iy];
+            else c->y[iy] = cpart[ip];
+        }
+}
+
+static void concat_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    concat_ctx_t *c = ctx;
+    (void)worker;
+    for (int64_t n = begin; n < end; n++) {
+        concat_part(c, n, c->la, c->a, c->ca, 0);
+        concat_part(c, n, c->lb, c->b, c->cb, c->la->c);
+    }
+}
+
+void mp_cpu_concat_forward(mp_pool_t *pool, float *y, const float *a, const float *b, const mp_cpu_layout_t *ly,
+                           const mp_cpu_layout_t *la, const mp_cpu_layout_t *lb) {
+    /* Unaligned element copies leave padded channels alone: zero them once. */
+    int aligned = la->block == ly->block && lb->block == ly->block && la->c % ly->block == 0;
+    if (!aligned && ly->cpad != ly->c) memset(y, 0, (size_t)(ly->n * ly->cpad * ly->sp) * sizeof *y);
+    concat_ctx_t c = {.y = y, .ca = a, .cb = b, .ly = ly, .la = la, .lb = lb, .backward = 0};
+    par_for(pool, ly->n, concat_range, &c);
+}
+
+void mp_cpu_concat_backward(mp_pool_t *pool, float *da, float *db, const float *dy, const mp_cpu_layout_t *ly,
+                            const mp_cpu_layout_t *la, const mp_cpu_layout_t *lb) {
+    int aligned = la->block == ly->block && lb->block == ly->block && la->c % ly->block == 0;
+    if (!aligned) {
+        if (la->cpad != la->c) memset(da, 0, (size_t)(la->n * la->cpad * la->sp) * sizeof *da);
+        if (lb->cpad != lb->c) memset(db, 0, (size_t)(lb->n * lb->cpad * lb->sp) * sizeof *db);
+    }
+    concat_ctx_t c = {.a = da, .b = db, .cy = dy, .ly = ly, .la = la, .lb = lb, .backward = 1};
+    par_for(pool, ly->n, concat_range, &c);
+}
+
+/* ---- elementwise ---- */
+typedef struct {
+    float *dst;
+    const float *src, *aux;
+    double slope;
+} ew_ctx_t;
+
+static void add_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    ew_ctx_t *c = ctx;
+    (void)worker;
+    for (int64_t i = begin; i < end; i++) c->dst[i] += c->src[i];
+}
+
+void mp_cpu_add(mp_pool_t *pool, float *dst, const float *src, int64_t n) {
+    ew_ctx_t c = {.dst = dst, .src = src};
+    par_for(pool, n, add_range, &c);
+}
+
+static void lrelu_bwd_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    ew_ctx_t *c = ctx;
+    float s = (float)c->slope;
+    (void)worker;
+    for (int64_t i = begin; i < end; i++) c->dst[i] = c->aux[i] > 0 ? c->src[i] : c->src[i] * s;
+}
+
+void mp_cpu_lrelu_backward_from_output(mp_pool_t *pool, float *dx, const float *dy, const float *y, int64_t n,
+                                       double slope) {
+    ew_ctx_t c = {.dst = dx, .src = dy, .aux = y, .slope = slope};
+    par_for(pool, n, lrelu_bwd_range, &c);
+}
+#endif /* MP_HAVE_DNNL */

@@ -1,0 +1,222 @@
+/* oneDNN engine against the plain-C reference, in fp32, on small odd shapes:
+ * convolutions and transposed convolutions (forward, backward-data,
+ * backward-weights, bias; strides 2, anisotropic kernels, channel counts not
+ * divisible by 8 or 16, batch > 1, fused LeakyReLU), instance norm + LeakyReLU
+ * on blocked layouts, and concatenation.
+ * Tolerance: max |fast - ref| <= 1e-5 * max |ref| (+1e-6), i.e. a few fp32
+ * ulps of the largest value; real layout or indexing bugs give O(1) errors. */
+#include "harness.h"
+#include "medpipe/medpipe.h"
+#include "medpipe/nn.h"
+#include "cpu/cpu.h"
+#include "ref/ref.h"
+
+static mp_rng_t rng;
+
+static float *rand_f(int64_t n, double lo, double hi) {
+    float *p = mp_alloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+    for (int64_t i = 0; i < n; i++) p[i] = (float)mp_rng_range(&rng, lo, hi);
+    return p;
+}
+
+/* Relative error of a against b: max|a-b| / max|b|. */
+static double rel_err(const float *a, const float *b, int64_t n) {
+    double e = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - (double)b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return e / (m + 1e-6);
+}
+
+/* Copies a plain tensor into a new buffer in layout md (and back). */
+static float *to_md(const float *plain, mp_shape5_t s, const dnnl_memory_desc_t *md) {
+    dnnl_memory_desc_t pm;
+    mp_cpu_md_plain(&pm, s);
+    float *buf = mp_zalloc(mp_cpu_md_bytes(md));
+    if (mp_cpu_reorder_once(buf, md, plain, &pm)) return NULL;
+    return buf;
+}
+
+static float *from_md(const float *buf, mp_shape5_t s, const dnnl_memory_desc_t *md) {
+    dnnl_memory_desc_t pm;
+    mp_cpu_md_plain(&pm, s);
+    float *plain = mp_zalloc((size_t)mp_shape5_elems(s) * sizeof *plain);
+    if (mp_cpu_reorder_once(plain, &pm, buf, md)) return NULL;
+    return plain;
+}
+
+#define TOL 1e-5
+
+/* Runs one (transposed) conv case through both engines; returns the worst error. */
+static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int transposed, int src_block, int post) {
+    mp_shape5_t ys = mp_conv_out_shape(xs, cout, &g, transposed);
+    int64_t nx = mp_shape5_elems(xs), ny = mp_shape5_elems(ys), nw = xs.c * cout * g.k[0] * g.k[1] * g.k[2];
+    float *x = rand_f(nx, -1, 1), *w = rand_f(nw, -0.5, 0.5), *b = rand_f(cout, -1, 1);  // x (N, Cin, D, H, W)
+    float *dy = rand_f(ny, -1, 1);                                                        // (N, Cout, Do, Ho, Wo)
+    float *y_ref = rand_f(ny, 0, 0), *dx_ref = rand_f(nx, 0, 0), *dw_ref = rand_f(nw, 0, 0), *db_ref = rand_f(cout, 0, 0);
+    float *dw = rand_f(nw, 0, 0), *db = rand_f(cout, 0, 0);
+    if (transposed) {
+        mp_ref_deconv3d_forward_f32(y_ref, x, w, b, xs, cout, &g);
+        mp_ref_deconv3d_backward_data_f32(dx_ref, dy, w, xs, cout, &g);
+        mp_ref_deconv3d_backward_weights_f32(dw_ref, db_ref, dy, x, xs, cout, &g);
+    } else {
+        mp_ref_conv3d_forward_f32(y_ref, x, w, b, xs, cout, &g);
+        mp_ref_conv3d_backward_data_f32(dx_ref, dy, w, xs, cout, &g);
+        mp_ref_conv3d_backward_weights_f32(dw_ref, db_ref, dy, x, xs, cout, &g);
+    }
+    if (post) mp_ref_lrelu_forward_f32(y_ref, y_ref, ny, 0.01);
+    dnnl_memory_desc_t smd;
+    mp_cpu_conv_desc_t d = {.xs = xs, .cout = cout, .g = g, .transposed = transposed, .bias = 1,
+                            .post_lrelu = post, .post_slope = 0.01, .backward = !post};
+    if (src_block) {
+        mp_cpu_md_blocked(&smd, xs, src_block);
+        d.src_md = &smd;
+    }
+    mp_cpu_conv_t *c = NULL;
+    double err = 1e9;
+    if (mp_cpu_conv_create(&c, &d)) {
+        fprintf(stderr, "  create: %s\n", mp_error_message());
+        goto done;
+    }
+    const dnnl_memory_desc_t *sm = mp_cpu_conv_src_md(c), *dm = mp_cpu_conv_dst_md(c);
+    void *scratch = mp_alloc(mp_cpu_conv_scratch_bytes(c) + 64);
+    float *xb = to_md(x, xs, sm), *dyb = to_md(dy, ys, dm);
+    float *yb = mp_zalloc(mp_cpu_md_bytes(dm)), *dxb = mp_zalloc(mp_cpu_md_bytes(sm));
+    err = 0;
+    if (mp_cpu_conv_forward(c, yb, xb, w, b, scratch)) err = 1e9;
+    float *y = from_md(yb, ys, dm);
+    err = fmax(err, rel_err(y, y_ref, ny));
+    if (!post) {
+        if (mp_cpu_conv_backward_data(c, dxb, dyb, w, scratch) || mp_cpu_conv_backward_weights(c, dw, db, dyb, xb, scratch))
+            err = 1e9;
+        float *dx = from_md(dxb, xs, sm);
+        err = fmax(err, fmax(rel_err(dx, dx_ref, nx), fmax(rel_err(dw, dw_ref, nw), rel_err(db, db_ref, cout))));
+        mp_free(dx);
+    }
+    if (err > TOL)
+        fprintf(stderr, "  conv case %s k%lldx%lldx%lld: impl %s / %s / %s, err %g\n", transposed ? "deconv" : "conv",
+                (long long)g.k[0], (long long)g.k[1], (long long)g.k[2], mp_cpu_conv_impl(c, 0), mp_cpu_conv_impl(c, 1),
+                mp_cpu_conv_impl(c, 2), err);
+    mp_free(scratch), mp_free(xb), mp_free(dyb), mp_free(yb), mp_free(dxb), mp_free(y);
+done:
+    mp_cpu_conv_free(c);
+    mp_free(x), mp_free(w), mp_free(b), mp_free(dy), mp_free(y_ref), mp_free(dx_ref), mp_free(dw_ref);
+    mp_free(db_ref), mp_free(dw), mp_free(db);
+    return err;
+}
+
+static void test_conv_matches_ref(void) {
+    mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}};
+    mp_conv_geom_t g333s2 = {{3, 3, 3}, {2, 2, 2}, {1, 1, 1}};
+    mp_conv_geom_t g133 = {{1, 3, 3}, {1, 2, 2}, {0, 1, 1}};
+    mp_conv_geom_t g111 = {{1, 1, 1}, {1, 1, 1}, {0, 0, 0}};
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 5, 7, 6, 5}, 7, g333, 0, 0, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 5, 7, 6, 5}, 7, g333, 0, 16, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){3, 17, 6, 7, 5}, 20, g333s2, 0, 0, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 3, 5, 9, 7}, 6, g133, 0, 0, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 24, 4, 3, 4}, 3, g111, 0, 16, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){1, 1, 6, 5, 7}, 18, g333, 0, 0, 0), 0, TOL);
+}
+
+static void test_conv_fused_lrelu(void) {
+    mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}};
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 6, 5, 4, 6}, 9, g333, 0, 0, 1), 0, TOL);
+}
+
+static void test_deconv_matches_ref(void) {
+    mp_conv_geom_t g222 = {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}};
+    mp_conv_geom_t g122 = {{1, 2, 2}, {1, 2, 2}, {0, 0, 0}};
+    mp_conv_geom_t g3s2 = {{3, 3, 3}, {2, 2, 2}, {1, 1, 1}};
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 20, 3, 4, 3}, 10, g222, 1, 0, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 6, 3, 4, 5}, 5, g122, 1, 8, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){3, 5, 3, 2, 3}, 7, g3s2, 1, 0, 0), 0, TOL);
+}
+
+/* Instance norm + LeakyReLU on a blocked layout vs ref norm, lrelu and their backward. */
+static double inorm_case(mp_shape5_t s, int64_t block) {
+    int64_t n = mp_shape5_elems(s);
+    float *x = rand_f(n, -2, 3), *dy = rand_f(n, -1, 1), *ga = rand_f(s.c, 0.5, 1.5), *be = rand_f(s.c, -0.5, 0.5);
+    float *t = rand_f(n, 0, 0), *y_ref = rand_f(n, 0, 0), *dt = rand_f(n, 0, 0), *dx_ref = rand_f(n, 0, 0);
+    float *m = rand_f(s.n * s.c, 0, 0), *r = rand_f(s.n * s.c, 0, 0), *dg_ref = rand_f(s.c, 0, 0), *db_ref = rand_f(s.c, 0, 0);
+    mp_ref_norm_forward_f32(t, m, r, x, ga, be, s, 1, 1e-5);
+    mp_ref_lrelu_forward_f32(y_ref, t, n, 0.01);
+    mp_ref_lrelu_backward_f32(dt, dy, t, n, 0.01);
+    mp_ref_norm_backward_f32(dx_ref, dg_ref, db_ref, dt, x, m, r, ga, s, 1);
+    dnnl_memory_desc_t md;
+    mp_cpu_layout_t l;
+    mp_cpu_md_blocked(&md, s, block);
+    if (mp_cpu_layout_from_md(&l, &md)) return 1e9;
+    float *xb = to_md(x, s, &md), *dyb = to_md(dy, s, &md);
+    size_t bytes = mp_cpu_md_bytes(&md);
+    float *yb = mp_alloc(bytes), *dxb = mp_alloc(bytes), *mean = rand_f(s.n * s.c, 0, 0), *rstd = rand_f(s.n * s.c, 0, 0);
+    float *dg = rand_f(s.c, 0, 0), *db = rand_f(s.c, 0, 0), *work = rand_f(2 * s.n * s.c, 0, 0);
+    memset(yb, 0xff, bytes); /* garbage (NaN) in the padding must be overwritten */
+    memset(dxb, 0xff, bytes);
+    mp_pool_t *pool = mp_pool_create(2);
+    mp_cpu_inorm_forward(pool, yb, mean, rstd, xb, ga, be, &l, 1e-5, 1, 0.01);
+    mp_cpu_inorm_backward(pool, dxb, dg, db, dyb, xb, yb, mean, rstd, ga, &l, 1, 0.01, work);
+    mp_pool_free(pool);
+    float *y = from_md(yb, s, &md), *dx = from_md(dxb, s, &md);
+    double err = fmax(rel_err(y, y_ref, n), rel_err(dx, dx_ref, n));
+    err = fmax(err, fmax(rel_err(dg, dg_ref, s.c), rel_err(db, db_ref, s.c)));
+    /* padded channels stay exactly zero */
+    for (int64_t nn = 0; nn < s.n; nn++)
+        for (int64_t ch = s.c; ch < l.cpad; ch++)
+            for (int64_t v = 0; v < l.sp; v++)
+                if (yb[mp_cpu_layout_index(&l, nn, ch, v)] != 0 || dxb[mp_cpu_layout_index(&l, nn, ch, v)] != 0) err = 1e9;
+    mp_free(x), mp_free(dy), mp_free(ga), mp_free(be), mp_free(t), mp_free(y_ref), mp_free(dt), mp_free(dx_ref);
+    mp_free(m), mp_free(r), mp_free(dg_ref), mp_free(db_ref), mp_free(xb), mp_free(dyb), mp_free(yb), mp_free(dxb);
+    mp_free(mean), mp_free(rstd), mp_free(dg), mp_free(db), mp_free(work), mp_free(y), mp_free(dx);
+    return err;
+}
+
+static void test_inorm_matches_ref(void) {
+    MP_CHECK_NEAR(inorm_case((mp_shape5_t){2, 20, 5, 4, 3}, 16), 0, TOL);
+    MP_CHECK_NEAR(inorm_case((mp_shape5_t){3, 5, 3, 4, 5}, 8), 0, TOL);
+    MP_CHECK_NEAR(inorm_case((mp_shape5_t){2, 3, 4, 4, 3}, 1), 0, TOL);
+}
+
+static double concat_case(mp_shape5_t as, int64_t cb, int64_t block) {
+    mp_shape5_t bs = as, ys = as;
+    bs.c = cb;
+    ys.c = as.c + cb;
+    int64_t na = mp_shape5_elems(as), nb = mp_shape5_elems(bs), ny = na + nb;
+    float *a = rand_f(na, -1, 1), *b = rand_f(nb, -1, 1), *dy = rand_f(ny, -1, 1);
+    float *y_ref = rand_f(ny, 0, 0), *da_ref = rand_f(na, 0, 0), *db_ref = rand_f(nb, 0, 0);
+    mp_ref_concat_forward_f32(y_ref, a, b, as, cb);
+    mp_ref_concat_backward_f32(da_ref, db_ref, dy, as, cb);
+    dnnl_memory_desc_t ma, mb, my;
+    mp_cpu_layout_t la, lb, ly;
+    mp_cpu_md_blocked(&ma, as, block), mp_cpu_md_blocked(&mb, bs, block), mp_cpu_md_blocked(&my, ys, block);
+    mp_cpu_layout_from_md(&la, &ma), mp_cpu_layout_from_md(&lb, &mb), mp_cpu_layout_from_md(&ly, &my);
+    float *ab = to_md(a, as, &ma), *bb = to_md(b, bs, &mb), *dyb = to_md(dy, ys, &my);
+    float *yb = mp_alloc(mp_cpu_md_bytes(&my)), *dab = mp_alloc(mp_cpu_md_bytes(&ma)), *dbb = mp_alloc(mp_cpu_md_bytes(&mb));
+    mp_cpu_concat_forward(NULL, yb, ab, bb, &ly, &la, &lb);
+    mp_cpu_concat_backward(NULL, dab, dbb, dyb, &ly, &la, &lb);
+    float *y = from_md(yb, ys, &my), *da = from_md(dab, as, &ma), *db = from_md(dbb, bs, &mb);
+    double err = fmax(rel_err(y, y_ref, ny), fmax(rel_err(da, da_ref, na), rel_err(db, db_ref, nb)));
+    for (int64_t n = 0; n < ys.n; n++)
+        for (int64_t ch = ys.c; ch < ly.cpad; ch++)
+            if (yb[mp_cpu_layout_index(&ly, n, ch, 0)] != 0) err = 1e9;
+    mp_free(a), mp_free(b), mp_free(dy), mp_free(y_ref), mp_free(da_ref), mp_free(db_ref), mp_free(ab), mp_free(bb);
+    mp_free(dyb), mp_free(yb), mp_free(dab), mp_free(dbb), mp_free(y), mp_free(da), mp_free(db);
+    return err;
+}
+
+static void test_concat_matches_ref(void) {
+    MP_CHECK(concat_case((mp_shape5_t){2, 32, 3, 2, 3}, 20, 16) == 0);
+    MP_CHECK(concat_case((mp_shape5_t){3, 5, 2, 3, 2}, 7, 8) == 0);
+    MP_CHECK(concat_case((mp_shape5_t){2, 3, 2, 2, 3}, 2, 1) == 0);
+}
+
+int main(void) {
+    mp_rng_init(&rng, 99, 3);
+    mp_cpu_set_threads(2);
+    MP_RUN(test_conv_matches_ref);
+    MP_RUN(test_conv_fused_lrelu);
+    MP_RUN(test_deconv_matches_ref);
+    MP_RUN(test_inorm_matches_ref);
+    MP_RUN(test_concat_matches_ref);
+    return mp_test_summary();
+}
