@@ -18,6 +18,7 @@ static const command_t commands[] = {
     {"synth", mp_cli_synth, "write a synthetic CT-like dataset in the nnU-Net layout"},
     {"evaluate", mp_cli_evaluate, "Dice, IoU, HD95, ASSD, surface Dice of predictions vs references"},
     {"doctor", mp_cli_doctor, "what this machine offers and what medpipe will use"},
+    {"bench", mp_cli_bench, "benchmarks: 'bench unet' times the default 3D U-Net training step"},
 };
 static void usage(FILE *f) {
     fprintf(f, "medpipe %s: 3D medical image segmentation, from DICOM/NIfTI to predictions\n\n", MP_VERSION);

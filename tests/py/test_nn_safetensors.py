@@ -61,9 +61,6 @@ def test_plain_python_reader():
 
 
 def test_pytorch_safetensors_reader():
-    if not os.path.exists(VENV_PY):
-        print("note: .cache/venv-torch missing; only the plain-Python reader ran", flush=True)
-        return
     script = r"""
 import sys, numpy as np
 from safetensors.torch import load_file
@@ -86,4 +83,11 @@ print('torch ok', n)
 
 
 if __name__ == "__main__":
-    run_tests([test_plain_python_reader, test_pytorch_safetensors_reader])
+    tests = [test_plain_python_reader]
+    if os.path.exists(VENV_PY):
+        tests.append(test_pytorch_safetensors_reader)
+    else:
+        # Not counted as a pass: PyTorch from PyPI is several GB, so only a
+        # session that installed it into .cache/venv-torch runs this check.
+        print("skipped (not counted): .cache/venv-torch missing, PyTorch safetensors reader not run", flush=True)
+    run_tests(tests)
