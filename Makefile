@@ -129,6 +129,9 @@ FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -I/usr/incl
 FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
 fuzz: $(FUZZ_BIN)
 
+# Keep the instrumented objects between runs (they are intermediate files).
+.SECONDARY: $(FUZZ_OBJ)
+
 $(BUILD)/fuzzobj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  CC-FUZZ $<"
