@@ -73,11 +73,6 @@ static int is_nifti_name(const char *p) {
     return !dir_like && (f == MP_FORMAT_NIFTI || f == MP_FORMAT_NIFTI_GZ || f == MP_FORMAT_ANALYZE);
 }
 
-static int ends_with_ci(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcasecmp(s + a - b, suffix) == 0;
-}
-
 /* The DICOM-only options; returns 1 if s was one (consuming its value). */
 static int parse_dicom_opt(args_t *a, int argc, char **argv, int *i, int *bad) {
     const char *s = argv[*i], *val = *i + 1 < argc ? argv[*i + 1] : NULL;
@@ -161,7 +156,7 @@ static int parse_args(args_t *a, int argc, char **argv) {
     if (a->to_dicom && a->nifti_opts) return mp_cli_usage_error(CMD, "--nifti2 and --gzip-level do not apply to --to-dicom");
     if (a->to_dicom && is_nifti_name(a->out))
         return mp_cli_usage_error(CMD, "%s: --to-dicom writes a folder of DICOM files; give a folder name", a->out);
-    if (!a->to_dicom && (ends_with_ci(a->out, ".dcm") || ends_with_ci(a->out, ".dicom")))
+    if (!a->to_dicom && (mp_path_has_suffix(a->out, ".dcm") || mp_path_has_suffix(a->out, ".dicom")))
         return mp_cli_usage_error(CMD, "%s: DICOM output is a series folder written with --to-dicom", a->out);
     return -1;
 }

@@ -3,6 +3,7 @@
  * bounded whole-file reads and mkdir -p. */
 #include "medpipe/core.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -164,4 +165,12 @@ int mp_mkdir_p(const char *path) {
         rc = mp_error_set(MP_ERR_IO, "%s: cannot create directory: %s", path, strerror(errno));
     free(p);
     return rc;
+}
+
+int mp_path_has_suffix(const char *path, const char *suffix) {
+    size_t a = strlen(path), b = strlen(suffix);
+    if (a < b) return 0;
+    for (size_t i = 0; i < b; i++)
+        if (tolower((unsigned char)path[a - b + i]) != tolower((unsigned char)suffix[i])) return 0;
+    return 1;
 }

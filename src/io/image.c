@@ -15,21 +15,13 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    if (a < b) return 0;
-    for (size_t i = 0; i < b; i++)
-        if (tolower((unsigned char)s[a - b + i]) != suffix[i]) return 0;
-    return 1;
-}
-
 mp_format_t mp_image_format_from_name(const char *path) {
     if (!path) return MP_FORMAT_UNKNOWN;
-    if (ends_with(path, ".nii.gz")) return MP_FORMAT_NIFTI_GZ;
-    if (ends_with(path, ".nii")) return MP_FORMAT_NIFTI;
-    if (ends_with(path, ".hdr") || ends_with(path, ".img") || ends_with(path, ".hdr.gz") || ends_with(path, ".img.gz"))
+    if (mp_path_has_suffix(path, ".nii.gz")) return MP_FORMAT_NIFTI_GZ;
+    if (mp_path_has_suffix(path, ".nii")) return MP_FORMAT_NIFTI;
+    if (mp_path_has_suffix(path, ".hdr") || mp_path_has_suffix(path, ".img") || mp_path_has_suffix(path, ".hdr.gz") || mp_path_has_suffix(path, ".img.gz"))
         return MP_FORMAT_ANALYZE;
-    if (ends_with(path, ".dcm") || ends_with(path, ".dicom")) return MP_FORMAT_DICOM;
+    if (mp_path_has_suffix(path, ".dcm") || mp_path_has_suffix(path, ".dicom")) return MP_FORMAT_DICOM;
     const char *base = strrchr(path, '/');
     if (strcasecmp(base ? base + 1 : path, "DICOMDIR") == 0) return MP_FORMAT_DICOM;
     struct stat st;

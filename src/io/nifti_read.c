@@ -170,14 +170,6 @@ int mp_nifti_read_mem(mp_vol_t **out, const char *name, const uint8_t *data, siz
 }
 
 /* ---- files ---- */
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    if (a < b) return 0;
-    for (size_t i = 0; i < b; i++)
-        if (tolower((unsigned char)s[a - b + i]) != suffix[i]) return 0;
-    return 1;
-}
-
 /* An open file: raw files stay open for direct reads; gzip files are read
  * whole (the limit applies) so libdeflate can work on one buffer. */
 typedef struct {
@@ -219,14 +211,14 @@ static void close_src(opened_t *o) {
 }
 
 static int is_pair_name(const char *p) {
-    return ends_with(p, ".hdr") || ends_with(p, ".img") || ends_with(p, ".hdr.gz") || ends_with(p, ".img.gz");
+    return mp_path_has_suffix(p, ".hdr") || mp_path_has_suffix(p, ".img") || mp_path_has_suffix(p, ".hdr.gz") || mp_path_has_suffix(p, ".img.gz");
 }
 
 /* The existing partner file of a pair member: the other extension, with the
  * same compression suffix first. `want` is "hdr" or "img". */
 static int pair_path(char **out, const char *path, const char *want) {
     *out = NULL;
-    int gz = ends_with(path, ".gz");
+    int gz = mp_path_has_suffix(path, ".gz");
     size_t base = strlen(path) - (gz ? 7 : 4);
     char *p = malloc(base + 8);
     if (!p) return mp_error_set(MP_ERR_NOMEM, "out of memory");

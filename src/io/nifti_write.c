@@ -11,14 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    if (a < b) return 0;
-    for (size_t i = 0; i < b; i++)
-        if (tolower((unsigned char)s[a - b + i]) != suffix[i]) return 0;
-    return 1;
-}
-
 static int check_vol(const mp_vol_t *v, const char *name) {
     if (!v || !v->data || (unsigned)v->dtype >= MP_DTYPE_COUNT)
         return mp_error_set(MP_ERR_ARG, "%s: nothing to write (no volume data)", name);
@@ -143,7 +135,7 @@ static int write_nii(const char *path, const mp_vol_t *v, const mp_image_write_o
  * place before the header so a reader never pairs a new header with old data
  * of a different size. */
 static int write_pair(const char *path, const mp_vol_t *v, const mp_image_write_opts_t *opts) {
-    int gz = ends_with(path, ".gz"), version = pick_version(v, opts), rc;
+    int gz = mp_path_has_suffix(path, ".gz"), version = pick_version(v, opts), rc;
     size_t base = strlen(path) - (gz ? 7 : 4);
     char *hp = malloc(base + 8), *ip = malloc(base + 8);
     uint8_t *tmp = NULL, *zh = NULL, *zi = NULL;
@@ -187,9 +179,9 @@ static int write_pair(const char *path, const mp_vol_t *v, const mp_image_write_
 int mp_nifti_write(const char *path, const mp_vol_t *v, const mp_image_write_opts_t *opts) {
     int rc = check_vol(v, path);
     if (rc) return rc;
-    if (ends_with(path, ".nii.gz")) return write_nii(path, v, opts, 1);
-    if (ends_with(path, ".nii")) return write_nii(path, v, opts, 0);
-    if (ends_with(path, ".hdr") || ends_with(path, ".img") || ends_with(path, ".hdr.gz") || ends_with(path, ".img.gz"))
+    if (mp_path_has_suffix(path, ".nii.gz")) return write_nii(path, v, opts, 1);
+    if (mp_path_has_suffix(path, ".nii")) return write_nii(path, v, opts, 0);
+    if (mp_path_has_suffix(path, ".hdr") || mp_path_has_suffix(path, ".img") || mp_path_has_suffix(path, ".hdr.gz") || mp_path_has_suffix(path, ".img.gz"))
         return write_pair(path, v, opts);
     return mp_error_set(MP_ERR_ARG, "%s: cannot tell the output format from the name (use .nii, .nii.gz, .hdr or .img)",
                         path);

@@ -2,6 +2,7 @@
  * statistics, orientation codes and 4x4 matrix helpers. */
 #include "medpipe/vol.h"
 #include "medpipe/vol_ops.h"
+#include "vol_ops_internal.h"
 #include "medpipe/core.h"
 
 #include <math.h>
@@ -206,22 +207,7 @@ int mp_vol_clone(mp_vol_t **out, const mp_vol_t *src) {
     return MP_OK;
 }
 
-double mp_vol_get(const mp_vol_t *v, int64_t i) {
-    const void *d = v->data;
-    switch (v->dtype) {
-    case MP_DTYPE_U8: return ((const uint8_t *)d)[i];
-    case MP_DTYPE_I8: return ((const int8_t *)d)[i];
-    case MP_DTYPE_U16: return ((const uint16_t *)d)[i];
-    case MP_DTYPE_I16: return ((const int16_t *)d)[i];
-    case MP_DTYPE_U32: return ((const uint32_t *)d)[i];
-    case MP_DTYPE_I32: return ((const int32_t *)d)[i];
-    case MP_DTYPE_U64: return (double)((const uint64_t *)d)[i];
-    case MP_DTYPE_I64: return (double)((const int64_t *)d)[i];
-    case MP_DTYPE_F32: return ((const float *)d)[i];
-    case MP_DTYPE_F64: return ((const double *)d)[i];
-    default: return 0;
-    }
-}
+double mp_vol_get(const mp_vol_t *v, int64_t i) { return mp_volops_fetch(v, i); }
 
 /* Round half away from zero and clamp to the type's range; NaN becomes 0. */
 static double to_int_range(double x, mp_dtype_t t, int64_t *clamped) {
