@@ -81,7 +81,7 @@ static void test_check_lists_all_problems(void) {
     MP_CHECK_OK(read_ds(&ds, dir));
     mp_fingerprint_t fp;
     char *problems = NULL;
-    int rc = mp_fingerprint_compute(&fp, ds, 1, NULL, &problems);
+    int rc = mp_fingerprint_compute(&fp, ds, 1, NULL, NULL, NULL, &problems);
     mp_dataset_free(ds);
     MP_CHECK(rc == MP_ERR_MISMATCH);
     MP_CHECK(problems != NULL);
@@ -99,8 +99,8 @@ static void test_fingerprint_direct(void) {
     MP_CHECK_OK(read_ds(&ds, g_ds));
     mp_fingerprint_t fp, fp2;
     mp_pool_t *pool = mp_pool_create(2);
-    MP_CHECK_OK(mp_fingerprint_compute(&fp, ds, 7, NULL, NULL));
-    MP_CHECK_OK(mp_fingerprint_compute(&fp2, ds, 7, pool, NULL));
+    MP_CHECK_OK(mp_fingerprint_compute(&fp, ds, 7, NULL, NULL, NULL, NULL));
+    MP_CHECK_OK(mp_fingerprint_compute(&fp2, ds, 7, pool, NULL, NULL, NULL));
     mp_pool_free(pool);
     MP_CHECK(memcmp(fp.intensity, fp2.intensity, sizeof fp.intensity) == 0);
     mp_fingerprint_deinit(&fp2);
@@ -158,7 +158,7 @@ static void test_plan_fields_and_json(void) {
     mp_dataset_t *ds = NULL;
     MP_CHECK_OK(read_ds(&ds, g_ds));
     mp_fingerprint_t fp;
-    MP_CHECK_OK(mp_fingerprint_compute(&fp, ds, 7, NULL, NULL));
+    MP_CHECK_OK(mp_fingerprint_compute(&fp, ds, 7, NULL, NULL, NULL, NULL));
     mp_plan_t pl, small, back;
     MP_CHECK_OK(mp_plan_from_fingerprint(&pl, &fp, ds, 8));
     MP_CHECK(pl.num_classes == 4 && pl.num_channels == 1 && pl.batch_size == 2);
@@ -206,7 +206,7 @@ static void test_plan_fields_and_json(void) {
 /* Plan with a target spacing that forces resampling, few locations per class. */
 static int resampling_plan(mp_plan_t *pl, const mp_dataset_t *ds) {
     mp_fingerprint_t fp;
-    int rc = mp_fingerprint_compute(&fp, ds, 7, NULL, NULL);
+    int rc = mp_fingerprint_compute(&fp, ds, 7, NULL, NULL, NULL, NULL);
     if (rc) return rc;
     rc = mp_plan_from_fingerprint(pl, &fp, ds, 8);
     mp_fingerprint_deinit(&fp);

@@ -43,6 +43,10 @@ extern "C" {
 #define MP_PLAN_MAX_STAGES 8
 #define MP_FP_SAMPLES_PER_CASE 10000 /* foreground intensities sampled per case (nnU-Net) */
 
+/* Progress of a per-case loop: called serialised (under a lock) from the
+ * pool's workers after each case. */
+typedef void (*mp_cache_progress_fn)(void *user, int64_t done, int64_t total);
+
 /* ---- fingerprint ---- */
 
 typedef struct {
@@ -78,7 +82,7 @@ typedef struct {
  * case drawn with replacement from an mp_rng stream keyed by (seed, case
  * index): the result does not depend on the thread count. */
 int mp_fingerprint_compute(mp_fingerprint_t *fp, const mp_dataset_t *ds, uint64_t seed, mp_pool_t *pool,
-                           char **problems);
+                           mp_cache_progress_fn progress, void *user, char **problems);
 void mp_fingerprint_deinit(mp_fingerprint_t *fp);
 /* JSON text of the fingerprint (malloc'ed). */
 int mp_fingerprint_to_json(const mp_fingerprint_t *fp, char **json);
@@ -136,8 +140,6 @@ int mp_plan_write(const mp_plan_t *plan, const char *path);
 void mp_plan_to_infer_plan(const mp_plan_t *plan, mp_infer_plan_t *ip);
 
 /* ---- cache ---- */
-
-typedef void (*mp_cache_progress_fn)(void *user, int64_t done, int64_t total);
 
 /* Preprocesses every training case into dir (plan.json must already be
  * there or is written from `plan`), cases in parallel on `pool` (one case

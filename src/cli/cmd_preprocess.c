@@ -128,7 +128,9 @@ static int run(const pp_opts_t *o, mp_dataset_t *ds, mp_pool_t *pool) {
     mp_fingerprint_t fp;
     char *problems = NULL;
     double t0 = mp_time_now();
-    int rc = mp_fingerprint_compute(&fp, ds, (uint64_t)o->seed, pool, &problems);
+    mp_progress_t fprog;
+    mp_progress_init(&fprog, o->quiet ? NULL : stderr, "fingerprint", "cases", ds->num_training);
+    int rc = mp_fingerprint_compute(&fp, ds, (uint64_t)o->seed, pool, on_progress, &fprog, &problems);
     if (rc == MP_ERR_MISMATCH && problems) {
         int n = 0;
         for (const char *s = problems; *s; s++) n += *s == '\n';
@@ -138,8 +140,7 @@ static int run(const pp_opts_t *o, mp_dataset_t *ds, mp_pool_t *pool) {
     }
     free(problems);
     if (rc) return mp_cli_fail("preprocess");
-    if (!o->quiet)
-        fprintf(stderr, "fingerprint: %lld cases checked in %.2f s\n", (long long)fp.n_cases, mp_time_now() - t0);
+    mp_progress_finish(&fprog, NULL);
     mp_plan_t plan;
     int reused = 0;
     if ((rc = mp_mkdir_p(o->out)) || (rc = write_fingerprint(&fp, o->out)) ||

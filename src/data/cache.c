@@ -78,39 +78,46 @@ static int cmp_i64(const void *a, const void *b) {
 }
 
 /* Up to n_keep locations per class, chosen without replacement by a
- * partial Fisher-Yates shuffle keyed by (seed, case, class), kept sorted. */
+ * partial Fisher-Yates shuffle keyed by (seed, case, class), kept sorted.
+ * Only foreground voxels are indexed (bucketed by class in one pass). */
 static int sample_locations(case_out_t *o, int num_classes, int n_keep, uint64_t seed, int64_t case_index) {
     const uint8_t *s = o->seg->data;
     int64_t nx = o->seg->dim[0], ny = o->seg->dim[1], nv = mp_vol_voxels(o->seg);
-    int64_t counts[256] = {0}, total = 0;
+    int64_t counts[256] = {0}, start[257] = {0}, fill[256], total = 0;
     for (int64_t i = 0; i < nv; i++) counts[s[i]]++;
+    for (int k = 1; k < 256; k++) start[k + 1] = start[k] + (k < num_classes ? counts[k] : 0);
+    for (int k = num_classes; k < 256; k++)
+        if (counts[k])
+            return mp_error_set(MP_ERR_MISMATCH, "label value %d in %lld voxels, but the plan has num_classes %d", k,
+                                (long long)counts[k], num_classes);
     for (int k = 1; k < num_classes; k++) total += counts[k] < n_keep ? counts[k] : n_keep;
     o->xyz = malloc((size_t)(total ? total : 1) * 3 * sizeof *o->xyz);
-    int64_t *idx = malloc((size_t)(nv ? nv : 1) * sizeof *idx);
+    int64_t *idx = malloc((size_t)(start[256] ? start[256] : 1) * sizeof *idx);
     if (!o->xyz || !idx) {
         free(idx);
         return mp_error_set(MP_ERR_NOMEM, "cache: out of memory for foreground locations");
     }
+    memcpy(fill, start, sizeof fill);
+    for (int64_t i = 0; i < nv; i++)
+        if (s[i] && s[i] < num_classes) idx[fill[s[i]]++] = i;
     int64_t pos = 0;
     for (int k = 1; k < num_classes; k++) {
-        int64_t n = 0;
-        for (int64_t i = 0; i < nv; i++)
-            if (s[i] == k) idx[n++] = i;
+        int64_t n = counts[k], *v = idx + start[k];
         int64_t keep = n < n_keep ? n : n_keep;
         if (keep < n) {
             mp_rng_t rng;
             mp_rng_init(&rng, seed, mp_rng_stream_id(0x666730636c617373ull, (uint64_t)case_index, (uint64_t)k));
             for (int64_t j = 0; j < keep; j++) {
-                int64_t r = j + (int64_t)mp_rng_below(&rng, (uint64_t)(n - j)), t = idx[j];
-                idx[j] = idx[r];
-                idx[r] = t;
+                int64_t r = j + (int64_t)mp_rng_below(&rng, (uint64_t)(n - j)), t = v[j];
+                v[j] = v[r];
+                v[r] = t;
             }
-            qsort(idx, (size_t)keep, sizeof *idx, cmp_i64);
+            qsort(v, (size_t)keep, sizeof *v, cmp_i64);
         }
         o->fg_offset[k] = pos;
         o->fg_count[k] = keep;
         for (int64_t j = 0; j < keep; j++, pos++) {
-            int64_t i = idx[j];
+            int64_t i = v[j];
             o->xyz[3 * pos] = (int32_t)(i % nx);
             o->xyz[3 * pos + 1] = (int32_t)(i / nx % ny);
             o->xyz[3 * pos + 2] = (int32_t)(i / nx / ny);

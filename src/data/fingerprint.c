@@ -289,6 +289,10 @@ typedef struct {
     const mp_dataset_cases_t *cases;
     fp_result_t *res;
     uint64_t seed;
+    pthread_mutex_t lock;
+    int64_t done;
+    mp_cache_progress_fn progress;
+    void *user;
 } fp_ctx_t;
 
 /* Appends undeclared label values (with voxel counts) to the problems. */
@@ -399,7 +403,14 @@ static void fp_case(fp_ctx_t *ctx, int64_t k) {
 
 static void fp_range(void *vctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
-    for (int64_t k = begin; k < end; k++) fp_case(vctx, k);
+    fp_ctx_t *ctx = vctx;
+    for (int64_t k = begin; k < end; k++) {
+        fp_case(ctx, k);
+        pthread_mutex_lock(&ctx->lock);
+        ctx->done++;
+        if (ctx->progress) ctx->progress(ctx->user, ctx->done, ctx->cases->n);
+        pthread_mutex_unlock(&ctx->lock);
+    }
 }
 
 /* Pools the samples of all cases into the per-channel statistics. */
@@ -473,7 +484,7 @@ static int fp_collect(mp_fingerprint_t *fp, fp_result_t *res, int64_t n, mp_sbuf
 }
 
 int mp_fingerprint_compute(mp_fingerprint_t *fp, const mp_dataset_t *ds, uint64_t seed, mp_pool_t *pool,
-                           char **problems) {
+                           mp_cache_progress_fn progress, void *user, char **problems) {
     memset(fp, 0, sizeof *fp);
     if (problems) *problems = NULL;
     if (!ds) return mp_error_set(MP_ERR_ARG, "fingerprint: no dataset");
@@ -492,8 +503,9 @@ int mp_fingerprint_compute(mp_fingerprint_t *fp, const mp_dataset_t *ds, uint64_
     fp_result_t *res = calloc((size_t)cases.n + 1, sizeof *res);
     if (!res) rc = mp_error_set(MP_ERR_NOMEM, "out of memory");
     if (!rc) {
-        fp_ctx_t ctx = {ds, &cases, res, seed};
+        fp_ctx_t ctx = {ds, &cases, res, seed, PTHREAD_MUTEX_INITIALIZER, 0, progress, user};
         mp_pool_parallel_for(pool, cases.n, fp_range, &ctx);
+        pthread_mutex_destroy(&ctx.lock);
         rc = fp_collect(fp, res, cases.n, &all);
     }
     if (!rc && !all.len && fp->n_cases == 0) mp_sbuf_printf(&all, "%s: no training cases\n", ds->root);
