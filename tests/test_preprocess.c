@@ -227,8 +227,26 @@ static int files_equal(const char *a, const char *b) {
     return eq;
 }
 
+/* Zeroes a frame around case_000's image so that cropping to non-zero cuts. */
+static int zero_frame(void) {
+    char p[900];
+    path_of(p, sizeof p, g_ds, "imagesTr", "case_000_0000.nii.gz");
+    mp_vol_t *v = NULL;
+    int rc = mp_image_read(&v, p);
+    if (rc) return rc;
+    int16_t *x = v->data;
+    for (int64_t z = 0; z < v->dim[2]; z++)
+        for (int64_t y = 0; y < v->dim[1]; y++)
+            for (int64_t i = 0; i < v->dim[0]; i++)
+                if (i < 3 || i >= v->dim[0] - 2 || z < 2 || y < 1) x[(z * v->dim[1] + y) * v->dim[0] + i] = 0;
+    rc = mp_image_write(p, v, NULL);
+    mp_vol_free(v);
+    return rc;
+}
+
 static void test_cache_roundtrip_and_threads(void) {
     mp_dataset_t *ds = NULL;
+    MP_CHECK_OK(zero_frame());
     MP_CHECK_OK(read_ds(&ds, g_ds));
     mp_plan_t pl;
     MP_CHECK_OK(resampling_plan(&pl, ds));
@@ -267,6 +285,9 @@ static void test_cache_roundtrip_and_threads(void) {
         MP_CHECK(memcmp(cc.affine, pre->affine, sizeof cc.affine) == 0);
         MP_CHECK(memcmp(cc.orig_affine, img->affine, sizeof cc.orig_affine) == 0);
         MP_CHECK(memcmp(&cc.crop_box, &prep.box, sizeof prep.box) == 0);
+        if (k == 0) /* the zeroed frame was cropped away */
+            MP_CHECK(cc.crop_box.lo[0] == 3 && cc.crop_box.hi[0] == img->dim[0] - 2 && cc.crop_box.lo[1] == 1 &&
+                     cc.crop_box.lo[2] == 2 && cc.crop_box.hi[2] == img->dim[2]);
         MP_CHECK_OK(mp_vol_crop(&crop, lab, &prep.box));
         MP_CHECK_OK(mp_vol_resample_shape(&seg, crop, prep.pre_dim, MP_INTERP_LABEL, NULL));
         MP_CHECK(memcmp(cc.seg, seg->data, mp_vol_bytes(seg)) == 0);
