@@ -19,5 +19,6 @@
 #include "medpipe/sysinfo.h"
 #include "medpipe/dataset.h"
 #include "medpipe/synth.h"
+#include "medpipe/preprocess.h"
 
 #endif
