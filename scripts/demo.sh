@@ -1,8 +1,8 @@
 #!/bin/sh
 # make demo: the main job on the embedded default data, from a fresh clone.
-# Today this is the data half of the pipeline (synthetic CT dataset, NIfTI and
-# DICOM in and out, metrics); training and prediction join it when the engine
-# and end-to-end issues land. Everything goes under out/demo/.
+# Today this is the data half of the pipeline (synthetic CT dataset,
+# preprocessing plan and cache, NIfTI and DICOM in and out, metrics); training
+# and prediction join it when the end-to-end issue lands. Everything goes under out/demo/.
 set -eu
 MP=${1:-build/medpipe}
 OUT=out/demo
@@ -16,6 +16,9 @@ step "this machine"
 step "synthetic CT dataset: 20 training + 5 test cases (seed 42)"
 "$MP" synth --out "$OUT/data" --cases 20 --test-cases 5 --seed 42
 ls "$OUT/data"
+
+step "preprocess: dataset check, fingerprint, plan and cache"
+"$MP" preprocess "$OUT/data" --out "$OUT/cache"
 
 step "one case"
 "$MP" info "$OUT/data/imagesTs/case_020_0000.nii.gz"
