@@ -52,6 +52,16 @@ static void par_for(mp_pool_t *pool, int64_t n, mp_range_fn fn, void *ctx) {
     mp_pool_parallel_for(pool, n, fn, ctx);
 }
 
+void mp_cpu_team_for(int64_t n, mp_range_fn fn, void *ctx) {
+    pthread_once(&gomp_once, gomp_resolve);
+    if (n > 1 && gomp_parallel && omp_thread_num && omp_num_threads) {
+        team_job_t j = {n, fn, ctx};
+        gomp_parallel(team_body, &j, 0, 0);
+        return;
+    }
+    if (n > 0) fn(ctx, 0, n, 0);
+}
+
 typedef struct {
     float *y, *dx, *dgamma, *dbeta, *mean, *rstd, *work;
     const float *x, *dy, *yo, *gamma, *beta, *cmean, *crstd;
