@@ -3,7 +3,9 @@
  * U-Net layer can reach on this CPU. Usage:
  *   build/convbench N C_in C_out SIZE STRIDE LAYOUT [REPS [DST_LAYOUT [SKIP_BWD_W]]]
  * LAYOUT: ndhwc, ncdhw, 8c (nCdhw8c), 16c, any. Prints impl name, ms and
- * GFLOP/s of each pass. */
+ * GFLOP/s of each pass; then the same conv as a medpipe layer
+ * (mp_cpu_conv_*, src/cpu) in that layout. Build: sh dev/build.sh. */
+#include "cpu/cpu.h"
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +56,40 @@ static double run(dnnl_engine_t e, dnnl_stream_t st, dnnl_primitive_desc_t pd, i
     return best;
 }
 
+/* The same conv through medpipe's layer (its own backward-weights where eligible). */
+static int medpipe_layer(int64_t n, int64_t ci, int64_t co, int64_t sz, int64_t s, const dnnl_memory_desc_t *x,
+                         const dnnl_memory_desc_t *y, int reps, double fl) {
+    mp_cpu_conv_desc_t d = {.xs = {n, ci, sz, sz, sz}, .cout = co, .g = {{3, 3, 3}, {s, s, s}, {1, 1, 1}}, .bias = 1,
+                            .backward = 1, .src_md = x, .dst_md = y};
+    mp_cpu_conv_t *c;
+    if (mp_cpu_conv_create(&c, &d)) { fprintf(stderr, "medpipe layer: %s\n", mp_error_message()); return 1; }
+    size_t nx = mp_cpu_md_bytes(x), ny = mp_cpu_md_bytes(y), nw = (size_t)(ci * co * 27) * 4;
+    float *xb = mp_zalloc(nx), *yb = mp_zalloc(ny), *w = mp_zalloc(nw), *dw = mp_zalloc(nw), *b = mp_zalloc(co * 4);
+    float *db = mp_zalloc(co * 4);
+    void *scr = mp_zalloc(mp_cpu_conv_scratch_bytes(c) + 64);
+    const char *name[3] = {"fwd", "bwd_d", "bwd_w"};
+    for (int pass = 0; pass < 3; pass++) {
+        double best = 1e9;
+        if (!strncmp(mp_cpu_conv_impl(c, pass), "ref", 3)) { /* minutes per call */
+            printf("  medpipe %-20s %-5s skipped\n", mp_cpu_conv_impl(c, pass), name[pass]);
+            continue;
+        }
+        for (int r = 0; r < reps + 1; r++) {
+            double t0 = now();
+            if (pass == 0) mp_cpu_conv_forward(c, yb, xb, w, b, scr);
+            else if (pass == 1) mp_cpu_conv_backward_data(c, xb, yb, w, scr);
+            else mp_cpu_conv_backward_weights(c, dw, db, yb, xb, scr);
+            double t = now() - t0;
+            if (r && t < best) best = t;
+        }
+        printf("  medpipe %-20s %-5s %8.2f ms %6.1f GFLOP/s\n", mp_cpu_conv_impl(c, pass), name[pass], best * 1e3,
+               fl / best * 1e-9);
+    }
+    mp_free(xb), mp_free(yb), mp_free(w), mp_free(dw), mp_free(b), mp_free(db), mp_free(scr);
+    mp_cpu_conv_free(c);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 7) { fprintf(stderr, "usage: convbench N CIN COUT SIZE STRIDE LAYOUT [REPS]\n"); return 2; }
     int64_t n = atoll(argv[1]), ci = atoll(argv[2]), co = atoll(argv[3]), sz = atoll(argv[4]), s = atoll(argv[5]);
@@ -91,11 +127,12 @@ int main(int argc, char **argv) {
     int ba[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
     t = run(e, st, bpd, reps, ba, 3);
     printf(" bwd_d %8.2f ms %6.1f GFLOP/s\n", t * 1e3, fl / t * 1e-9);
-    if (skip_w) return 0;
+    if (!skip_w) {
     CK(dnnl_convolution_backward_weights_desc_init(&bw, dnnl_convolution_direct, &x, &w, &b, &y, str, pl, pr));
     CK(dnnl_primitive_desc_create(&wpd, &bw, NULL, e, fpd));
     int wa[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
     t = run(e, st, wpd, reps, wa, 4);
     printf(" bwd_w %8.2f ms %6.1f GFLOP/s\n", t * 1e3, fl / t * 1e-9);
-    return 0;
+    }
+    return medpipe_layer(n, ci, co, sz, s, &x, &y, reps, fl);
 }
