@@ -128,7 +128,7 @@ static void test_conv_matches_ref(void) {
 /* Channels-last stride-1 "same" convs take medpipe's shifted-GEMM
  * backward-weights (wrapped rows subtracted again): odd sizes, both wrap
  * directions, anisotropic kernels, a 5x5x5 kernel (two wrapped columns),
- * one input channel and a 1x1x1 head. */
+ * one input channel, a 1x1x1 head, and transposed convs with kernel = stride. */
 static void test_conv_shifted_gemm_bwd_weights(void) {
     mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}};
     mp_conv_geom_t g133 = {{1, 3, 3}, {1, 1, 1}, {0, 1, 1}};
@@ -140,6 +140,9 @@ static void test_conv_shifted_gemm_bwd_weights(void) {
     MP_CHECK_NEAR(conv_case((mp_shape5_t){1, 8, 9, 7, 11}, 10, g555, 0, -1, 0), 0, TOL);
     MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 1, 8, 9, 8}, 16, g333, 0, -1, 0), 0, TOL); /* the input conv */
     MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 16, 8, 9, 8}, 2, g111, 0, -1, 0), 0, TOL); /* the 1x1x1 head */
+    mp_conv_geom_t g222 = {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}}, g122 = {{1, 2, 2}, {1, 2, 2}, {0, 0, 0}};
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 16, 8, 9, 8}, 8, g222, 1, -1, 0), 0, TOL); /* upsampling */
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){1, 9, 8, 8, 9}, 5, g122, 1, -1, 0), 0, TOL);
     expect_impl2 = NULL;
 }
 

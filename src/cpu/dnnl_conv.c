@@ -355,14 +355,19 @@ fail:
  * run of rows of both arrays, if the few rows that wrap from one image row
  * into the next are included; their terms are subtracted again by a second
  * (strided) GEMM per wrapped column. Kernel offsets are split over the
- * threads, so no reduction is needed. */
+ * threads, so no reduction is needed. A transposed conv whose kernel equals
+ * its stride is one GEMM per kernel offset and input image row, reading the
+ * output gradient with a stride. */
 static int own_bw_eligible(const mp_cpu_conv_t *c) {
     const mp_cpu_conv_desc_t *d = &c->d;
     mp_cpu_layout_t ls, ld;
     /* Small volumes (deep layers) stay with oneDNN: there the GEMMs would be tiny. */
-    if (d->transposed || d->xs.d * d->xs.h * d->xs.w < 512) return 0;
-    for (int i = 0; i < 3; i++)
-        if (d->g.s[i] != 1 || 2 * d->g.p[i] != d->g.k[i] - 1) return 0;
+    if (d->xs.d * d->xs.h * d->xs.w < 512) return 0;
+    for (int i = 0; i < 3; i++) {
+        /* Transposed: non-overlapping (kernel = stride, no padding), as in the U-Net's upsampling. */
+        if (d->transposed && (d->g.s[i] != d->g.k[i] || d->g.p[i] != 0)) return 0;
+        if (!d->transposed && (d->g.s[i] != 1 || 2 * d->g.p[i] != d->g.k[i] - 1)) return 0;
+    }
     int ok = !mp_cpu_layout_from_md(&ls, &c->src_md) && !mp_cpu_layout_from_md(&ld, &c->dst_md) &&
              ls.block == ls.c && ld.block == ld.c;
     mp_error_clear();
@@ -408,11 +413,31 @@ static void own_bw_plane(const own_bw_ctx_t *t, int64_t n, int64_t od, int64_t k
     }
 }
 
+/* Transposed conv with kernel = stride: each input image row (n, id, ih)
+ * meets the output row (s*id + kd, s*ih + kh) at every s-th voxel from kw. */
+static void own_bw_deconv_row(const own_bw_ctx_t *t, int64_t n, int64_t id, int64_t ih, int64_t k) {
+    const mp_cpu_conv_desc_t *d = &t->c->d;
+    const int64_t Ci = d->xs.c, Co = d->cout, D = d->xs.d, H = d->xs.h, W = d->xs.w;
+    const int64_t kh_n = d->g.k[1], kw_n = d->g.k[2];
+    const int64_t OD = D * d->g.s[0], OH = H * d->g.s[1], OW = W * d->g.s[2];
+    int64_t kd = k / (kh_n * kw_n), kh = k / kw_n % kh_n, kw = k % kw_n;
+    const float *a = t->dy + (((n * OD + id * d->g.s[0] + kd) * OH + ih * d->g.s[1] + kh) * OW + kw) * Co;
+    const float *b = t->x + ((n * D + id) * H + ih) * W * Ci;
+    dnnl_sgemm('T', 'N', Co, Ci, W, 1.0f, a, d->g.s[2] * Co, b, Ci, 1.0f, t->acc + k * Co * Ci, Ci);
+}
+
 static void own_bw_range(void *ctx, int64_t begin, int64_t end, int worker) {
     const own_bw_ctx_t *t = ctx;
     const mp_cpu_conv_desc_t *d = &t->c->d;
     (void)worker;
     memset(t->acc + begin * d->cout * d->xs.c, 0, (size_t)((end - begin) * d->cout * d->xs.c) * sizeof(float));
+    if (d->transposed) {
+        for (int64_t n = 0; n < d->xs.n; n++)
+            for (int64_t id = 0; id < d->xs.d; id++)
+                for (int64_t ih = 0; ih < d->xs.h; ih++)
+                    for (int64_t k = begin; k < end; k++) own_bw_deconv_row(t, n, id, ih, k);
+        return;
+    }
     /* Planes outside, offsets inside: each plane is read from cache for all offsets. */
     for (int64_t n = 0; n < d->xs.n; n++)
         for (int64_t od = 0; od < d->xs.d; od++)
@@ -424,12 +449,15 @@ static void own_bw_run(const mp_cpu_conv_t *c, float *dw, float *db, const float
     const int64_t Ci = d->xs.c, Co = d->cout, kv = d->g.k[0] * d->g.k[1] * d->g.k[2];
     own_bw_ctx_t t = {c, dy, x, scratch};
     mp_cpu_team_for(kv, own_bw_range, &t);
+    /* Plain weights: (Cout, Cin, k), or (Cin, Cout, k) when transposed. */
     for (int64_t o = 0; o < Co; o++)
         for (int64_t i = 0; i < Ci; i++)
-            for (int64_t k = 0; k < kv; k++) dw[(o * Ci + i) * kv + k] = t.acc[(k * Co + o) * Ci + i];
+            for (int64_t k = 0; k < kv; k++)
+                dw[((d->transposed ? i * Co + o : o * Ci + i)) * kv + k] = t.acc[(k * Co + o) * Ci + i];
     if (!db) return;
     /* Bias gradient: float sums per image row, accumulated in double. */
-    const int64_t rows = d->xs.n * d->xs.d * d->xs.h, W = d->xs.w;
+    mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
+    const int64_t rows = ys.n * ys.d * ys.h, W = ys.w;
     double *sd = (double *)(t.acc + kv * Co * Ci);
     for (int64_t o = 0; o < Co; o++) sd[o] = 0;
     for (int64_t r = 0; r < rows; r++) {
