@@ -458,7 +458,7 @@ static void own_bw_run(const mp_cpu_conv_t *c, float *dw, float *db, const float
     /* Bias gradient: float sums per image row, accumulated in double. */
     mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
     const int64_t rows = ys.n * ys.d * ys.h, W = ys.w;
-    double *sd = (double *)(t.acc + kv * Co * Ci);
+    double *sd = (double *)(t.acc + ((kv * Co * Ci + 15) & ~(int64_t)15)); /* aligned; own_bw_scratch has the slack */
     for (int64_t o = 0; o < Co; o++) sd[o] = 0;
     for (int64_t r = 0; r < rows; r++) {
         const float *p = dy + r * W * Co;
