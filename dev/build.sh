@@ -1,7 +1,10 @@
 #!/bin/sh
-# Builds the DICOM developer tool against build/libmedpipe.a (run `make` first).
+# Builds the developer tools against build/libmedpipe.a (run `make` first).
 set -e
 cd "$(dirname "$0")/.."
 gcc -std=c11 -O1 -g -Wall -Wextra -D_GNU_SOURCE -Iinclude -Isrc dev/dicomtool.c build/libmedpipe.a \
   -lz -ldeflate -ljpeg -lcharls -lopenjp2 -lcjson $(test -f /usr/include/oneapi/dnnl/dnnl.h && echo -ldnnl) \
   -lm -pthread -o build/dicomtool
+# The single-convolution timer (dev/convbench.c).
+gcc -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -DMP_HAVE_DNNL=1 -Iinclude -Isrc dev/convbench.c build/libmedpipe.a \
+  -ldnnl -lm -pthread -o build/convbench

@@ -49,6 +49,8 @@ static float *from_md(const float *buf, mp_shape5_t s, const dnnl_memory_desc_t 
 #define TOL 1e-5
 
 /* Runs one (transposed) conv case through both engines; returns the worst error. */
+static const char *expect_impl2; /* when set: the backward-weights implementation conv_case must get */
+
 static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int transposed, int src_block, int post) {
     mp_shape5_t ys = mp_conv_out_shape(xs, cout, &g, transposed);
     int64_t nx = mp_shape5_elems(xs), ny = mp_shape5_elems(ys), nw = xs.c * cout * g.k[0] * g.k[1] * g.k[2];
@@ -70,7 +72,7 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
     mp_cpu_conv_desc_t d = {.xs = xs, .cout = cout, .g = g, .transposed = transposed, .bias = 1,
                             .post_lrelu = post, .post_slope = 0.01, .backward = !post};
     if (src_block) {
-        mp_cpu_md_blocked(&smd, xs, src_block);
+        mp_cpu_md_blocked(&smd, xs, src_block < 0 ? 0 : src_block); /* -1: channels last */
         d.src_md = &smd;
     }
     mp_cpu_conv_t *c = NULL;
@@ -98,6 +100,10 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
         fprintf(stderr, "  conv case %s k%lldx%lldx%lld: impl %s / %s / %s, err %g\n", transposed ? "deconv" : "conv",
                 (long long)g.k[0], (long long)g.k[1], (long long)g.k[2], mp_cpu_conv_impl(c, 0), mp_cpu_conv_impl(c, 1),
                 mp_cpu_conv_impl(c, 2), err);
+    if (expect_impl2 && strcmp(mp_cpu_conv_impl(c, 2), expect_impl2) != 0) {
+        fprintf(stderr, "  conv case: backward-weights impl %s, expected %s\n", mp_cpu_conv_impl(c, 2), expect_impl2);
+        err = 1e9;
+    }
     mp_free(scratch), mp_free(xb), mp_free(dyb), mp_free(yb), mp_free(dxb), mp_free(y);
 done:
     mp_cpu_conv_free(c);
@@ -117,6 +123,27 @@ static void test_conv_matches_ref(void) {
     MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 3, 5, 9, 7}, 6, g133, 0, 0, 0), 0, TOL);
     MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 24, 4, 3, 4}, 3, g111, 0, 16, 0), 0, TOL);
     MP_CHECK_NEAR(conv_case((mp_shape5_t){1, 1, 6, 5, 7}, 18, g333, 0, 0, 0), 0, TOL);
+}
+
+/* Channels-last stride-1 "same" convs take medpipe's shifted-GEMM
+ * backward-weights (wrapped rows subtracted again): odd sizes, both wrap
+ * directions, anisotropic kernels, a 5x5x5 kernel (two wrapped columns),
+ * one input channel, a 1x1x1 head, and transposed convs with kernel = stride. */
+static void test_conv_shifted_gemm_bwd_weights(void) {
+    mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}};
+    mp_conv_geom_t g133 = {{1, 3, 3}, {1, 1, 1}, {0, 1, 1}};
+    mp_conv_geom_t g555 = {{5, 5, 5}, {1, 1, 1}, {2, 2, 2}};
+    mp_conv_geom_t g111 = {{1, 1, 1}, {1, 1, 1}, {0, 0, 0}};
+    expect_impl2 = "medpipe:shifted_gemm";
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 9, 8, 9, 10}, 12, g333, 0, -1, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){3, 16, 8, 8, 9}, 8, g133, 0, -1, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){1, 8, 9, 7, 11}, 10, g555, 0, -1, 0), 0, TOL);
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 1, 8, 9, 8}, 16, g333, 0, -1, 0), 0, TOL); /* the input conv */
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 16, 8, 9, 8}, 2, g111, 0, -1, 0), 0, TOL); /* the 1x1x1 head */
+    mp_conv_geom_t g222 = {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}}, g122 = {{1, 2, 2}, {1, 2, 2}, {0, 0, 0}};
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 16, 8, 9, 8}, 8, g222, 1, -1, 0), 0, TOL); /* upsampling */
+    MP_CHECK_NEAR(conv_case((mp_shape5_t){1, 9, 8, 8, 9}, 5, g122, 1, -1, 0), 0, TOL);
+    expect_impl2 = NULL;
 }
 
 static void test_conv_fused_lrelu(void) {
@@ -214,6 +241,7 @@ int main(void) {
     mp_rng_init(&rng, 99, 3);
     mp_cpu_set_threads(2);
     MP_RUN(test_conv_matches_ref);
+    MP_RUN(test_conv_shifted_gemm_bwd_weights);
     MP_RUN(test_conv_fused_lrelu);
     MP_RUN(test_deconv_matches_ref);
     MP_RUN(test_inorm_matches_ref);

@@ -106,6 +106,9 @@ void mp_cpu_concat_forward(mp_pool_t *pool, float *y, const float *a, const floa
                            const mp_cpu_layout_t *la, const mp_cpu_layout_t *lb);
 void mp_cpu_concat_backward(mp_pool_t *pool, float *da, float *db, const float *dy, const mp_cpu_layout_t *ly,
                             const mp_cpu_layout_t *la, const mp_cpu_layout_t *lb);
+/* Runs fn over [0, n) split in static chunks over oneDNN's OpenMP team
+ * (serially without one); calls made inside run single-threaded. */
+void mp_cpu_team_for(int64_t n, mp_range_fn fn, void *ctx);
 /* dst += src over n floats (gradient accumulation). */
 void mp_cpu_add(mp_pool_t *pool, float *dst, const float *src, int64_t n);
 /* LeakyReLU backward from the output y (valid for slope >= 0): dx = dy * (y > 0 ? 1 : slope). */

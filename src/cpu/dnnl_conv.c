@@ -170,6 +170,7 @@ struct mp_cpu_conv {
     dnnl_memory_t m_dsrc, m_ddst_bd, m_wb;             /* backward data */
     dnnl_memory_t m_src_bw, m_ddst_bw, m_dw, m_db;     /* backward weights */
     size_t scratch_bytes;
+    int own_bw;          /* backward-weights by shifted GEMMs (see own_bw_eligible) */
 };
 
 static int finish_prim(prim_t *p, dnnl_primitive_desc_t pd, size_t *scratch_max) {
@@ -345,6 +346,131 @@ fail:
     return rc;
 }
 
+/* ---- backward-weights as shifted GEMMs ----
+ * oneDNN 2.6 on AVX2 runs channels-last backward-weights through im2col +
+ * GEMM at 20-30 GFLOP/s (and blocked 3D through reference code). For a
+ * stride-1 "same" conv in ndhwc, every kernel offset k is one GEMM:
+ * dW_k (Cout x Cin) = sum over voxels of dy[v] x[v + k]^T, and within a
+ * (sample, output plane) the valid voxels of a shift form one contiguous
+ * run of rows of both arrays, if the few rows that wrap from one image row
+ * into the next are included; their terms are subtracted again by a second
+ * (strided) GEMM per wrapped column. Kernel offsets are split over the
+ * threads, so no reduction is needed. A transposed conv whose kernel equals
+ * its stride is one GEMM per kernel offset and input image row, reading the
+ * output gradient with a stride. */
+static int own_bw_eligible(const mp_cpu_conv_t *c) {
+    const mp_cpu_conv_desc_t *d = &c->d;
+    mp_cpu_layout_t ls, ld;
+    /* Small volumes (deep layers) stay with oneDNN: there the GEMMs would be tiny. */
+    if (d->xs.d * d->xs.h * d->xs.w < 512) return 0;
+    for (int i = 0; i < 3; i++) {
+        /* Transposed: non-overlapping (kernel = stride, no padding), as in the U-Net's upsampling. */
+        if (d->transposed && (d->g.s[i] != d->g.k[i] || d->g.p[i] != 0)) return 0;
+        if (!d->transposed && (d->g.s[i] != 1 || 2 * d->g.p[i] != d->g.k[i] - 1)) return 0;
+    }
+    int ok = !mp_cpu_layout_from_md(&ls, &c->src_md) && !mp_cpu_layout_from_md(&ld, &c->dst_md) &&
+             ls.block == ls.c && ld.block == ld.c;
+    mp_error_clear();
+    return ok;
+}
+
+static size_t own_bw_scratch(const mp_cpu_conv_t *c) {
+    const mp_cpu_conv_desc_t *d = &c->d;
+    size_t kv = (size_t)(d->g.k[0] * d->g.k[1] * d->g.k[2]);
+    return kv * (size_t)(d->cout * d->xs.c) * sizeof(float) + 64;
+}
+
+typedef struct {
+    const mp_cpu_conv_t *c;
+    const float *dy, *x;
+    float *acc; /* [k][Cout][Cin] */
+} own_bw_ctx_t;
+
+/* GEMMs of kernel offset k over one (sample n, output plane od). */
+static void own_bw_plane(const own_bw_ctx_t *t, int64_t n, int64_t od, int64_t k) {
+    const mp_cpu_conv_desc_t *d = &t->c->d;
+    const int64_t Ci = d->xs.c, Co = d->cout, D = d->xs.d, H = d->xs.h, W = d->xs.w;
+    const int64_t kh_n = d->g.k[1], kw_n = d->g.k[2];
+    int64_t kd = k / (kh_n * kw_n), kh = k / kw_n % kh_n, kw = k % kw_n;
+    int64_t id = od + kd - d->g.p[0], sh = kh - d->g.p[1], sw = kw - d->g.p[2];
+    if (id < 0 || id >= D) return;
+    int64_t oh0 = sh < 0 ? -sh : 0, oh1 = sh > 0 ? H - sh : H, ow0 = sw < 0 ? -sw : 0, ow1 = sw > 0 ? W - sw : W;
+    if (oh1 <= oh0 || ow1 <= ow0) return;
+    int64_t len = (oh1 - oh0 - 1) * W + (ow1 - ow0);
+    const float *a = t->dy + (((n * D + od) * H + oh0) * W + ow0) * Co;
+    const float *b = t->x + (((n * D + id) * H + oh0 + sh) * W + ow0 + sw) * Ci;
+    float *acc = t->acc + k * Co * Ci;
+    dnnl_sgemm('T', 'N', Co, Ci, len, 1.0f, a, Co, b, Ci, 1.0f, acc, Ci);
+    if (oh1 - oh0 < 2) return;
+    /* Columns outside [ow0, ow1) inside the run: oh1 - oh0 - 1 rows each.
+     * Their x rows lie in the adjacent image row, inside the run's memory. */
+    for (int64_t col = 0; col < W; col++) {
+        if (col >= ow0 && col < ow1) continue;
+        int64_t r0 = col < ow0 ? oh0 + 1 : oh0;
+        const float *a2 = t->dy + (((n * D + od) * H + r0) * W + col) * Co;
+        const float *b2 = t->x + (((n * D + id) * H + r0 + sh) * W + col + sw) * Ci;
+        dnnl_sgemm('T', 'N', Co, Ci, oh1 - oh0 - 1, -1.0f, a2, W * Co, b2, W * Ci, 1.0f, acc, Ci);
+    }
+}
+
+/* Transposed conv with kernel = stride: each input image row (n, id, ih)
+ * meets the output row (s*id + kd, s*ih + kh) at every s-th voxel from kw. */
+static void own_bw_deconv_row(const own_bw_ctx_t *t, int64_t n, int64_t id, int64_t ih, int64_t k) {
+    const mp_cpu_conv_desc_t *d = &t->c->d;
+    const int64_t Ci = d->xs.c, Co = d->cout, D = d->xs.d, H = d->xs.h, W = d->xs.w;
+    const int64_t kh_n = d->g.k[1], kw_n = d->g.k[2];
+    const int64_t OD = D * d->g.s[0], OH = H * d->g.s[1], OW = W * d->g.s[2];
+    int64_t kd = k / (kh_n * kw_n), kh = k / kw_n % kh_n, kw = k % kw_n;
+    const float *a = t->dy + (((n * OD + id * d->g.s[0] + kd) * OH + ih * d->g.s[1] + kh) * OW + kw) * Co;
+    const float *b = t->x + ((n * D + id) * H + ih) * W * Ci;
+    dnnl_sgemm('T', 'N', Co, Ci, W, 1.0f, a, d->g.s[2] * Co, b, Ci, 1.0f, t->acc + k * Co * Ci, Ci);
+}
+
+static void own_bw_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    const own_bw_ctx_t *t = ctx;
+    const mp_cpu_conv_desc_t *d = &t->c->d;
+    (void)worker;
+    memset(t->acc + begin * d->cout * d->xs.c, 0, (size_t)((end - begin) * d->cout * d->xs.c) * sizeof(float));
+    if (d->transposed) {
+        for (int64_t n = 0; n < d->xs.n; n++)
+            for (int64_t id = 0; id < d->xs.d; id++)
+                for (int64_t ih = 0; ih < d->xs.h; ih++)
+                    for (int64_t k = begin; k < end; k++) own_bw_deconv_row(t, n, id, ih, k);
+        return;
+    }
+    /* Planes outside, offsets inside: each plane is read from cache for all offsets. */
+    for (int64_t n = 0; n < d->xs.n; n++)
+        for (int64_t od = 0; od < d->xs.d; od++)
+            for (int64_t k = begin; k < end; k++) own_bw_plane(t, n, od, k);
+}
+
+static void own_bw_run(const mp_cpu_conv_t *c, float *dw, float *db, const float *dy, const float *x, void *scratch) {
+    const mp_cpu_conv_desc_t *d = &c->d;
+    const int64_t Ci = d->xs.c, Co = d->cout, kv = d->g.k[0] * d->g.k[1] * d->g.k[2];
+    own_bw_ctx_t t = {c, dy, x, scratch};
+    mp_cpu_team_for(kv, own_bw_range, &t);
+    /* Plain weights: (Cout, Cin, k), or (Cin, Cout, k) when transposed. */
+    for (int64_t o = 0; o < Co; o++)
+        for (int64_t i = 0; i < Ci; i++)
+            for (int64_t k = 0; k < kv; k++)
+                dw[((d->transposed ? i * Co + o : o * Ci + i)) * kv + k] = t.acc[(k * Co + o) * Ci + i];
+    if (!db) return;
+    /* Bias gradient: float sums per image row, accumulated in double. */
+    mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
+    const int64_t rows = ys.n * ys.d * ys.h, W = ys.w;
+    double *sd = (double *)(t.acc + ((kv * Co * Ci + 15) & ~(int64_t)15)); /* aligned; own_bw_scratch has the slack */
+    for (int64_t o = 0; o < Co; o++) sd[o] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = dy + r * W * Co;
+        for (int64_t o = 0; o < Co; o++) {
+            float s = 0;
+            for (int64_t v = 0; v < W; v++) s += p[v * Co + o];
+            sd[o] += s;
+        }
+    }
+    for (int64_t o = 0; o < Co; o++) db[o] = (float)sd[o];
+}
+
 int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
     *out = NULL;
     if (!mp_cpu_engine() || !mp_cpu_stream()) return mp_error_set(MP_ERR_INTERNAL, "oneDNN: no CPU engine");
@@ -368,6 +494,11 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
     }
     if ((rc = create_forward(c, &any_src, &any_dst, &any_w, st, pl, pr))) goto fail;
     if (d->backward && (rc = create_backward(c, &any_w, st, pl, pr))) goto fail;
+    if (d->backward && own_bw_eligible(c)) {
+        c->own_bw = 1;
+        size_t sb = own_bw_scratch(c) + (size_t)d->cout * sizeof(double);
+        if (sb > c->scratch_bytes) c->scratch_bytes = sb;
+    }
     *out = c;
     return MP_OK;
 fail:
@@ -404,6 +535,7 @@ const dnnl_memory_desc_t *mp_cpu_conv_dst_md(const mp_cpu_conv_t *c) { return &c
 size_t mp_cpu_conv_scratch_bytes(const mp_cpu_conv_t *c) { return c->scratch_bytes; }
 
 const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which) {
+    if (which == 2 && c->own_bw) return "medpipe:shifted_gemm";
     const prim_t *p = which == 0 ? &c->fwd : which == 1 ? &c->bwd_data : &c->bwd_weights;
     return p->impl ? p->impl : "none";
 }
@@ -446,6 +578,11 @@ int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const f
                                  void *scratch) {
     int rc;
     if (!c->bwd_weights.prim) return mp_error_set(MP_ERR_ARG, "conv: layer was created without backward");
+    if (c->own_bw) {
+        if (c->d.bias && !db) return mp_error_set(MP_ERR_ARG, "conv: bias gradient buffer missing");
+        own_bw_run(c, dw, c->d.bias ? db : NULL, dy, x, scratch);
+        return MP_OK;
+    }
     float *dwl = c->dw_to_plain ? c->dwb : dw;
     if ((rc = set_mem(c->m_src_bw, x)) || (rc = set_mem(c->m_ddst_bw, dy)) || (rc = set_mem(c->m_dw, dwl))) return rc;
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, c->m_src_bw}, {DNNL_ARG_DIFF_DST, c->m_ddst_bw}, {DNNL_ARG_DIFF_WEIGHTS, c->m_dw}};
