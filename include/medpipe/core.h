@@ -112,6 +112,8 @@ void mp_afile_abort(mp_afile_t *f);
 int mp_file_write_atomic(const char *path, const void *data, size_t len);
 /* Reads a whole file (refusing more than mp_mem_limit()). *data is freed with free(). */
 int mp_file_read_all(const char *path, uint8_t **data, size_t *len);
+/* 1 when `path` names an existing regular file (following links). */
+int mp_file_is_regular(const char *path);
 /* 1 when `path` ends with `suffix`, ignoring ASCII case (".nii.gz", ".DCM"). */
 int mp_path_has_suffix(const char *path, const char *suffix);
 /* Creates a directory and its parents (like mkdir -p). */

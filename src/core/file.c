@@ -174,3 +174,8 @@ int mp_path_has_suffix(const char *path, const char *suffix) {
         if (tolower((unsigned char)path[a - b + i]) != tolower((unsigned char)suffix[i])) return 0;
     return 1;
 }
+
+int mp_file_is_regular(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}

@@ -512,16 +512,6 @@ void mp_dataset_cases_deinit(mp_dataset_cases_t *c) {
     c->n = 0;
 }
 
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int ends_with(const char *s, const char *end) {
-    size_t a = strlen(s), b = strlen(end);
-    return a >= b && strcmp(s + a - b, end) == 0;
-}
-
 /* Splits "<id>_<XXXX><ending>": *channel and a malloc'ed *id; -1 if the
  * name lacks the four-digit channel suffix. */
 static int split_name(const char *name, const char *ending, char **id, int *channel) {
@@ -568,7 +558,7 @@ static int scan_images(const mp_dataset_t *ds, const char *dir, found_t **out, s
     int rc = MP_OK;
     struct dirent *e;
     while (!rc && (e = readdir(d))) {
-        if (e->d_name[0] == '.' || !ends_with(e->d_name, ds->file_ending)) continue;
+        if (e->d_name[0] == '.' || !mp_path_has_suffix(e->d_name, ds->file_ending)) continue;
         found_t item = {NULL, 0, NULL};
         int s = split_name(e->d_name, ds->file_ending, &item.id, &item.channel);
         if (s == -1)
@@ -647,7 +637,7 @@ static int attach_labels(const mp_dataset_t *ds, const char *labdir, int require
         mp_dataset_case_t *c = &out->cases[i];
         char *path = join3(labdir, c->id, ds->file_ending);
         if (!path) return mp_error_set(MP_ERR_NOMEM, "out of memory");
-        if (!file_exists(path)) {
+        if (!mp_file_is_regular(path)) {
             int rc = mp_error_set(MP_ERR_IO, "%s: missing label of case '%s'", path, c->id);
             free(path);
             return rc;
@@ -669,7 +659,7 @@ static int list_msd(const mp_dataset_t *ds, const mp_dataset_entry_t *e, int64_t
         const char *base = strrchr(img, '/');
         base = base ? base + 1 : img;
         size_t blen = strlen(base);
-        if (ends_with(base, ds->file_ending)) blen -= strlen(ds->file_ending);
+        if (mp_path_has_suffix(base, ds->file_ending)) blen -= strlen(ds->file_ending);
         c->id = malloc(blen + 1);
         c->images = calloc(1, sizeof *c->images);
         if (!c->id || !c->images) return mp_error_set(MP_ERR_NOMEM, "out of memory");
@@ -679,8 +669,8 @@ static int list_msd(const mp_dataset_t *ds, const mp_dataset_entry_t *e, int64_t
         c->images[0] = join3(ds->root, img, NULL);
         c->label = lab ? join3(ds->root, lab, NULL) : NULL;
         if (!c->images[0] || (lab && !c->label)) return mp_error_set(MP_ERR_NOMEM, "out of memory");
-        if (!file_exists(c->images[0])) return mp_error_set(MP_ERR_IO, "%s: missing (listed in dataset.json)", c->images[0]);
-        if (c->label && !file_exists(c->label)) return mp_error_set(MP_ERR_IO, "%s: missing (listed in dataset.json)", c->label);
+        if (!mp_file_is_regular(c->images[0])) return mp_error_set(MP_ERR_IO, "%s: missing (listed in dataset.json)", c->images[0]);
+        if (c->label && !mp_file_is_regular(c->label)) return mp_error_set(MP_ERR_IO, "%s: missing (listed in dataset.json)", c->label);
     }
     if (n) qsort(out->cases, (size_t)out->n, sizeof *out->cases, cmp_case);
     return MP_OK;

@@ -56,16 +56,6 @@ double mp_prep_median(double *v, int64_t n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int ends_with(const char *s, const char *end) {
-    size_t a = strlen(s), b = strlen(end);
-    return a >= b && strcmp(s + a - b, end) == 0;
-}
-
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -86,7 +76,7 @@ static int scan_ids(const char *dir, const char *ending, int channel_suffix, cha
     struct dirent *e;
     int rc = MP_OK;
     while (!rc && (e = readdir(d))) {
-        if (e->d_name[0] == '.' || !ends_with(e->d_name, ending)) continue;
+        if (e->d_name[0] == '.' || !mp_path_has_suffix(e->d_name, ending)) continue;
         size_t len = strlen(e->d_name) - strlen(ending);
         if (channel_suffix) {
             if (len < 6 || e->d_name[len - 5] != '_' || strspn(e->d_name + len - 4, "0123456789") < 4) {
@@ -142,12 +132,12 @@ static int add_folder_case(const mp_dataset_t *ds, const char *id, mp_dataset_ca
         char suf[32];
         snprintf(suf, sizeof suf, "_%04d%s", ch, ds->file_ending);
         if (!(c.images[ch] = path_of(ds->root, "imagesTr", id, suf))) rc = mp_error_set(MP_ERR_NOMEM, "out of memory");
-        else if (!file_exists(c.images[ch])) {
+        else if (!mp_file_is_regular(c.images[ch])) {
             mp_sbuf_printf(problems, "%s: missing (channel %d of case '%s')\n", c.images[ch], ch, id);
             ok = 0;
         }
     }
-    if (!rc && !file_exists(c.label)) {
+    if (!rc && !mp_file_is_regular(c.label)) {
         mp_sbuf_printf(problems, "%s: missing label of case '%s'\n", c.label, id);
         ok = 0;
     }
