@@ -20,5 +20,8 @@
 #include "medpipe/dataset.h"
 #include "medpipe/synth.h"
 #include "medpipe/preprocess.h"
+#include "medpipe/nn.h"
+#include "medpipe/loader.h"
+#include "medpipe/model.h"
 
 #endif

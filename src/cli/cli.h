@@ -19,6 +19,8 @@ int mp_cli_evaluate(int argc, char **argv);
 int mp_cli_doctor(int argc, char **argv);
 int mp_cli_bench(int argc, char **argv);
 int mp_cli_preprocess(int argc, char **argv);
+int mp_cli_train(int argc, char **argv);
+int mp_cli_predict(int argc, char **argv);
 
 /* Installs the stderr log callback (level >= min_level is shown). */
 void mp_cli_init_logging(int verbose);

@@ -17,6 +17,8 @@ static const command_t commands[] = {
     {"convert", mp_cli_convert, "convert images: NIfTI/Analyze, DICOM (file, folder, DICOMDIR) in, DICOM series out"},
     {"synth", mp_cli_synth, "write a synthetic CT-like dataset in the nnU-Net layout"},
     {"preprocess", mp_cli_preprocess, "check a dataset, fingerprint, plan, and build the preprocessing cache"},
+    {"train", mp_cli_train, "train a 3D U-Net on a preprocessing cache (checkpoints, log.jsonl, --resume)"},
+    {"predict", mp_cli_predict, "segment NIfTI/DICOM images with a trained model (sliding window, TTA, DICOM SEG)"},
     {"evaluate", mp_cli_evaluate, "Dice, IoU, HD95, ASSD, surface Dice of predictions vs references"},
     {"doctor", mp_cli_doctor, "what this machine offers and what medpipe will use"},
     {"bench", mp_cli_bench, "benchmarks: 'bench unet' times the default 3D U-Net training step"},

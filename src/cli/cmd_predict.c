@@ -1,0 +1,11 @@
+/* medpipe predict: placeholder until the end-to-end work lands. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+
+int mp_cli_predict(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "medpipe predict: not available in this build yet\n");
+    return MP_EXIT_FAIL;
+}
