@@ -192,6 +192,22 @@ static void test_plan_fields_and_json(void) {
     free(json);
     MP_CHECK(mp_plan_parse(&back, "{\"version\":1}", 13, "p") == MP_ERR_FORMAT);
     MP_CHECK(strstr(mp_error_message(), "channels"));
+    /* options: a coarser grid, fewer features and stages */
+    mp_plan_opts_t po;
+    mp_plan_t coarse;
+    mp_plan_opts_init(&po);
+    po.target_spacing[0] = po.target_spacing[1] = po.target_spacing[2] = 2 * fp.median_spacing[2];
+    po.base_features = 8;
+    po.max_features = 24;
+    po.max_stages = 3;
+    MP_CHECK_OK(mp_plan_from_fingerprint_opts(&coarse, &fp, ds, &po));
+    MP_CHECK(coarse.n_stages <= 3 && coarse.features[0] == 8 && coarse.features[1] == 16);
+    MP_CHECK(coarse.n_stages < 3 || coarse.features[2] == 24);
+    for (int a = 0; a < 3; a++) MP_CHECK(coarse.target_spacing[a] == po.target_spacing[a]);
+    MP_CHECK(coarse.median_shape[0] < pl.median_shape[0]);
+    po.max_features = 4;
+    MP_CHECK(mp_plan_from_fingerprint_opts(&coarse, &fp, ds, &po) == MP_ERR_ARG);
+    MP_CHECK(strstr(mp_error_message(), "features 8 capped at 4"));
     /* a channel that is not CT gets z-score */
     MP_CHECK_OK(mp_dataset_set_channel(ds, 0, "T2"));
     MP_CHECK_OK(mp_plan_from_fingerprint(&pl, &fp, ds, 8));

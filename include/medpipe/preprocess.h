@@ -129,6 +129,21 @@ double mp_plan_memory_estimate(const int patch_dhw[3], int n_stages, const int *
  * when cropping shrank the median case to <= 3/4 of its volume), patch and
  * stages fitted to budget_gb (<= 0: 8 GB). */
 int mp_plan_from_fingerprint(mp_plan_t *plan, const mp_fingerprint_t *fp, const mp_dataset_t *ds, double budget_gb);
+
+/* What a plan may be asked to respect (small configurations for a quick
+ * run, or a coarser grid than the median spacing). */
+typedef struct {
+    double budget_gb;          /* training memory budget; default 8 */
+    double target_spacing[3];  /* x, y, z mm; <= 0 = the median spacing (default) */
+    int base_features;         /* features of stage 0, doubling per stage; default 32 */
+    int max_features;          /* cap; default 320 */
+    int max_stages;            /* most stages fitted; default 6 */
+} mp_plan_opts_t;
+
+void mp_plan_opts_init(mp_plan_opts_t *o);
+/* mp_plan_from_fingerprint with options; bad options give MP_ERR_ARG. */
+int mp_plan_from_fingerprint_opts(mp_plan_t *plan, const mp_fingerprint_t *fp, const mp_dataset_t *ds,
+                                  const mp_plan_opts_t *opts);
 /* Checks every field (ranges, divisibility of the patch by 2^(stages-1)). */
 int mp_plan_check(const mp_plan_t *plan, const char *source);
 int mp_plan_to_json(const mp_plan_t *plan, char **json);

@@ -26,6 +26,10 @@ static void usage(FILE *f) {
             "  --plan-only              stop after writing fingerprint.json and plan.json\n"
             "  --memory-budget-gb G     training memory budget for the patch size (default 8)\n"
             "  --replan                 recompute plan.json even if CACHE/plan.json exists\n"
+            "  --target-spacing X,Y,Z   resample to this spacing in mm instead of the median (implies --replan)\n"
+            "  --features BASE[,CAP]    features of the first stage, doubling per stage up to CAP\n"
+            "                           (default 32,320; implies --replan)\n"
+            "  --max-stages S           at most S resolution stages (default 6; implies --replan)\n"
             "  --seed S                 seed of the intensity and location sampling (default 12345)\n"
             "  --quiet                  no progress output\n"
             "  --help                   this text\n");
@@ -36,7 +40,38 @@ typedef struct {
     int64_t threads, seed;
     double budget;
     int plan_only, replan, quiet;
+    mp_plan_opts_t plan;
 } pp_opts_t;
+
+/* --target-spacing, --features and --max-stages into the plan options. */
+static int parse_plan_opt(pp_opts_t *o, const char *a, const char *val) {
+    o->replan = 1;
+    if (!strcmp(a, "--target-spacing")) {
+        double *t = o->plan.target_spacing;
+        if (mp_cli_parse_doubles(val, t, 3) || !(t[0] > 0 && t[1] > 0 && t[2] > 0 && t[0] <= 100 && t[1] <= 100 &&
+                                                 t[2] <= 100))
+            return mp_cli_usage_error("preprocess", "--target-spacing %s: need X,Y,Z in (0, 100] mm", val);
+    } else if (!strcmp(a, "--features")) {
+        int64_t f[2];
+        if (!mp_cli_parse_ints(val, f, 2)) {
+            o->plan.base_features = (int)(f[0] > 0 && f[0] <= 4096 ? f[0] : 0);
+            o->plan.max_features = (int)(f[1] >= f[0] && f[1] <= 4096 ? f[1] : 0);
+        } else if (!mp_cli_parse_int(val, f) && f[0] > 0 && f[0] <= 4096) {
+            o->plan.base_features = (int)f[0];
+            o->plan.max_features = (int)(f[0] * 10 < 4096 ? f[0] * 10 : 4096);
+        } else {
+            o->plan.base_features = 0;
+        }
+        if (o->plan.base_features < 1 || o->plan.max_features < 1)
+            return mp_cli_usage_error("preprocess", "--features %s: need BASE[,CAP], 1 <= BASE <= CAP <= 4096", val);
+    } else {
+        int64_t s;
+        if (mp_cli_parse_int(val, &s) || s < 1 || s > MP_PLAN_MAX_STAGES)
+            return mp_cli_usage_error("preprocess", "--max-stages %s: need 1..%d", val, MP_PLAN_MAX_STAGES);
+        o->plan.max_stages = (int)s;
+    }
+    return 0;
+}
 
 static int parse_args(int argc, char **argv, pp_opts_t *o) {
     for (int i = 1; i < argc; i++) {
@@ -47,7 +82,12 @@ static int parse_args(int argc, char **argv, pp_opts_t *o) {
         } else if (!strcmp(a, "--plan-only")) o->plan_only = 1;
         else if (!strcmp(a, "--replan")) o->replan = 1;
         else if (!strcmp(a, "--quiet")) o->quiet = 1;
-        else if (!strcmp(a, "--out") || !strcmp(a, "--threads") || !strcmp(a, "--memory-budget-gb") ||
+        else if (!strcmp(a, "--target-spacing") || !strcmp(a, "--features") || !strcmp(a, "--max-stages")) {
+            if (!val) return mp_cli_usage_error("preprocess", "%s needs a value", a);
+            i++;
+            int rc = parse_plan_opt(o, a, val);
+            if (rc) return rc;
+        } else if (!strcmp(a, "--out") || !strcmp(a, "--threads") || !strcmp(a, "--memory-budget-gb") ||
                  !strcmp(a, "--seed")) {
             if (!val) return mp_cli_usage_error("preprocess", "%s needs a value", a);
             i++;
@@ -102,7 +142,9 @@ static int get_plan(mp_plan_t *plan, const mp_fingerprint_t *fp, const mp_datase
         *reused = 1;
         return rc;
     }
-    int rc = mp_plan_from_fingerprint(plan, fp, ds, o->budget);
+    mp_plan_opts_t po = o->plan;
+    if (o->budget > 0) po.budget_gb = o->budget;
+    int rc = mp_plan_from_fingerprint_opts(plan, fp, ds, &po);
     return rc ? rc : mp_plan_write(plan, path);
 }
 
@@ -164,7 +206,8 @@ static int run(const pp_opts_t *o, mp_dataset_t *ds, mp_pool_t *pool) {
 }
 
 int mp_cli_preprocess(int argc, char **argv) {
-    pp_opts_t o = {NULL, NULL, 0, 12345, 0, 0, 0, 0};
+    pp_opts_t o = {.seed = 12345};
+    mp_plan_opts_init(&o.plan);
     int r = parse_args(argc, argv, &o);
     if (r) return r == 1 ? MP_EXIT_OK : r;
     mp_dataset_t *ds = NULL;

@@ -16,9 +16,9 @@
 #define DEFAULT_BUDGET_GB 8.0
 #define MAX_FITTED_STAGES 6 /* features 32, 64, 128, 256, 320, 320 */
 
-static int stage_features(int s) {
-    int f = 32 << (s < 8 ? s : 8);
-    return f > 320 ? 320 : f;
+static int stage_features(int s, int base, int cap) {
+    int64_t f = (int64_t)base << (s < 8 ? s : 8);
+    return f > cap ? cap : (int)f;
 }
 
 double mp_plan_memory_estimate(const int patch_dhw[3], int n_stages, const int *features, int batch, int in_ch,
@@ -37,18 +37,18 @@ double mp_plan_memory_estimate(const int patch_dhw[3], int n_stages, const int *
 }
 
 /* Stages so that every axis keeps >= 4 voxels at the bottleneck. */
-static int fit_stages(const int p[3]) {
-    int s = MAX_FITTED_STAGES;
+static int fit_stages(const int p[3], int max_stages) {
+    int s = max_stages;
     for (int a = 0; a < 3; a++) {
         int k = 1;
-        while (k < MAX_FITTED_STAGES && (p[a] >> k) >= 4) k++;
+        while (k < max_stages && (p[a] >> k) >= 4) k++;
         if (k < s) s = k;
     }
     return s;
 }
 
 /* Patch (D, H, W) from the median shape (x, y, z) at target spacing. */
-static void fit_patch(mp_plan_t *pl, double budget_bytes) {
+static void fit_patch(mp_plan_t *pl, double budget_bytes, const mp_plan_opts_t *po) {
     const double *ts = pl->target_spacing;
     double inv[3], prod = 1;
     for (int a = 0; a < 3; a++) prod *= (inv[a] = 1.0 / ts[a]);
@@ -61,10 +61,10 @@ static void fit_patch(mp_plan_t *pl, double budget_bytes) {
     }
     int stages, feats[MP_PLAN_MAX_STAGES], pd[3];
     for (;;) {
-        stages = fit_stages(p);
+        stages = fit_stages(p, po->max_stages);
         int div = 1 << (stages - 1);
         for (int a = 0; a < 3; a++) p[a] = (p[a] + div - 1) / div * div;
-        for (int s = 0; s < stages; s++) feats[s] = stage_features(s);
+        for (int s = 0; s < stages; s++) feats[s] = stage_features(s, po->base_features, po->max_features);
         for (int a = 0; a < 3; a++) pd[a] = p[2 - a];
         double est = mp_plan_memory_estimate(pd, stages, feats, pl->batch_size, pl->num_channels, pl->num_classes);
         pl->memory_estimate_gb = est / 1e9;
@@ -89,8 +89,40 @@ static int is_ct(const char *name) {
     return name && strcasecmp(name, "CT") == 0;
 }
 
+void mp_plan_opts_init(mp_plan_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    o->budget_gb = DEFAULT_BUDGET_GB;
+    o->base_features = 32;
+    o->max_features = 320;
+    o->max_stages = MAX_FITTED_STAGES;
+}
+
 int mp_plan_from_fingerprint(mp_plan_t *pl, const mp_fingerprint_t *fp, const mp_dataset_t *ds, double budget_gb) {
+    mp_plan_opts_t o;
+    mp_plan_opts_init(&o);
+    if (budget_gb > 0) o.budget_gb = budget_gb;
+    return mp_plan_from_fingerprint_opts(pl, fp, ds, &o);
+}
+
+static int check_plan_opts(const mp_plan_opts_t *o) {
+    if (!(o->budget_gb > 0 && o->budget_gb < 1e6))
+        return mp_error_set(MP_ERR_ARG, "plan: memory budget %g GB is not positive", o->budget_gb);
+    if (o->base_features < 1 || o->max_features < o->base_features || o->max_features > 4096)
+        return mp_error_set(MP_ERR_ARG, "plan: features %d capped at %d (need 1 <= base <= cap <= 4096)",
+                            o->base_features, o->max_features);
+    if (o->max_stages < 1 || o->max_stages > MP_PLAN_MAX_STAGES)
+        return mp_error_set(MP_ERR_ARG, "plan: at most %d stages asked (1..%d)", o->max_stages, MP_PLAN_MAX_STAGES);
+    for (int a = 0; a < 3; a++)
+        if (o->target_spacing[a] < 0 || o->target_spacing[a] > 100)
+            return mp_error_set(MP_ERR_ARG, "plan: target spacing %g mm outside (0, 100]", o->target_spacing[a]);
+    return MP_OK;
+}
+
+int mp_plan_from_fingerprint_opts(mp_plan_t *pl, const mp_fingerprint_t *fp, const mp_dataset_t *ds,
+                                  const mp_plan_opts_t *po) {
     memset(pl, 0, sizeof *pl);
+    int rc = check_plan_opts(po);
+    if (rc) return rc;
     if (!fp || !ds || fp->n_cases < 1) return mp_error_set(MP_ERR_ARG, "plan: empty fingerprint");
     if (fp->n_channels != ds->n_channels || ds->n_channels > MP_INFER_MAX_CHANNELS)
         return mp_error_set(MP_ERR_MISMATCH, "plan: fingerprint has %d channels, dataset.json %d", fp->n_channels,
@@ -102,7 +134,7 @@ int mp_plan_from_fingerprint(mp_plan_t *pl, const mp_fingerprint_t *fp, const mp
         return mp_error_set(MP_ERR_UNSUPPORTED, "plan: labels 0..%d (need 1..255 foreground values)",
                             pl->num_classes - 1);
     pl->batch_size = 2;
-    pl->memory_budget_gb = budget_gb > 0 ? budget_gb : DEFAULT_BUDGET_GB;
+    pl->memory_budget_gb = po->budget_gb;
     pl->crop_nonzero = 1;
     pl->normalize_first = 1;
     pl->seed = fp->seed;
@@ -111,7 +143,7 @@ int mp_plan_from_fingerprint(mp_plan_t *pl, const mp_fingerprint_t *fp, const mp
     if (!v) return mp_error_set(MP_ERR_NOMEM, "plan: out of memory");
     double crop_vol = 1, full_vol = 1;
     for (int a = 0; a < 3; a++) {
-        pl->target_spacing[a] = fp->median_spacing[a];
+        pl->target_spacing[a] = po->target_spacing[a] > 0 ? po->target_spacing[a] : fp->median_spacing[a];
         for (int64_t k = 0; k < fp->n_cases; k++)
             v[k] = (double)fp->cases[k].crop_shape[a] * fp->cases[k].spacing[a] / pl->target_spacing[a];
         pl->median_shape[a] = llround(mp_prep_median(v, fp->n_cases));
@@ -137,7 +169,7 @@ int mp_plan_from_fingerprint(mp_plan_t *pl, const mp_fingerprint_t *fp, const mp
             ch->norm.use_mask = use_mask;
         }
     }
-    fit_patch(pl, pl->memory_budget_gb * 1e9);
+    fit_patch(pl, pl->memory_budget_gb * 1e9, po);
     return mp_plan_check(pl, "plan");
 }
 
