@@ -154,6 +154,11 @@ def test_channels_and_checkpoint():
     assert sorted(os.listdir(out)) == ["predict.jsonl", "two.nii.gz"], os.listdir(out)
     img, lab = labels_of(os.path.join(out, "two.nii.gz"))
     assert lab.shape == a.shape and lab.max() <= 1
+    # channel files given one by one are grouped across --in
+    out2 = os.path.join(d, "o2")
+    medpipe("predict", "--model", RUN2, "--in", os.path.join(ind, "two_0001.nii.gz"), "--in",
+            os.path.join(ind, "two_0000.nii.gz"), "--out", out2, "--quiet")
+    assert open(os.path.join(out2, "two.nii.gz"), "rb").read() == open(os.path.join(out, "two.nii.gz"), "rb").read()
     # an explicit best is not replaced by last
     p = medpipe("predict", "--model", RUN2, "--checkpoint", "best", "--in", ind, "--out", out, check=False)
     assert p.returncode == 1 and "checkpoint_best.safetensors: no such checkpoint" in p.stderr, p.stderr
