@@ -218,6 +218,7 @@ static void test_resume_is_exact(void) {
     g_stop = 0;
     g_stop_at_step = -1;
     o.resume = 1;
+    o.workers = 0; /* batches do not depend on the loader's threads */
     MP_CHECK_OK(mp_train_run(&o, &r));
     MP_CHECK(r.step == 6 && r.epoch == 2 && r.steps_run == 2);
     MP_CHECK(files_equal(a, c, "checkpoint_last.safetensors"));
@@ -328,5 +329,6 @@ int main(void) {
     MP_RUN(test_resume_is_exact);
     MP_RUN(test_refusals);
     MP_RUN(test_nonfinite_skipped);
+    rm_rf(g_root);
     return mp_test_summary();
 }
