@@ -224,6 +224,25 @@ static void test_resume_is_exact(void) {
     MP_CHECK(files_equal(a, c, "checkpoint_last.safetensors"));
     MP_CHECK(files_equal(a, c, "checkpoint_best.safetensors"));
     MP_CHECK(count_lines(c, "\"event\":\"resume\"") == 1 && count_lines(c, "\"event\":\"stop\"") == 1);
+    /* stop requested during the last step of epoch 1: the validation due at
+     * that epoch end is left pending, saved, and run first on resume */
+    char d[700];
+    run_path(d, sizeof d, "pending_val");
+    tiny_opts(&o, g_cache, d);
+    o.progress = stopper;
+    o.stop = &g_stop;
+    g_stop = 0;
+    g_stop_at_step = 3;
+    MP_CHECK(mp_train_run(&o, &r) == MP_TRAIN_STOPPED);
+    MP_CHECK(r.step == 3 && r.epoch == 1 && isnan(r.last_dice));
+    MP_CHECK(count_lines(d, "\"event\":\"validation\"") == 0);
+    g_stop = 0;
+    g_stop_at_step = -1;
+    o.resume = 1;
+    MP_CHECK_OK(mp_train_run(&o, &r));
+    MP_CHECK(count_lines(d, "\"event\":\"validation\"") == 2);
+    MP_CHECK(files_equal(a, d, "checkpoint_last.safetensors"));
+    MP_CHECK(files_equal(a, d, "checkpoint_best.safetensors"));
     /* torn pair: step-6 weights with the step-4 state */
     static const char *names[] = {"plan.json", "model.json", "checkpoint_last.safetensors"};
     for (int i = 0; i < 3; i++) {
@@ -262,7 +281,8 @@ static void test_refusals(void) {
     run_path(none, sizeof none, "none");
     tiny_opts(&o, g_cache, none);
     o.resume = 1;
-    MP_CHECK(mp_train_run(&o, &r) < 0);
+    MP_CHECK(mp_train_run(&o, &r) == MP_ERR_IO);
+    MP_CHECKF(strstr(mp_error_message(), "nothing to resume") != NULL, "%s", mp_error_message());
     /* a patch that the stages cannot halve */
     tiny_opts(&o, g_cache, none);
     o.patch_dhw[0] = 18;

@@ -85,6 +85,8 @@ static int setup_fresh(tr_t *t) {
     if (mp_file_is_regular(t->path_state))
         return mp_error_set(MP_ERR_ARG, "%s: already holds a training run (%s); resume it or choose another folder",
                             t->o->run_dir, "checkpoint_last.state");
+    if (mp_file_is_regular(t->path_best) && remove(t->path_best) != 0) /* a stale best must not outlive its run */
+        return mp_error_set(MP_ERR_IO, "%s: cannot remove the previous run's file", t->path_best);
     mp_plan_t plan = t->cache.plan;
     int rc = plan_with_overrides(&plan, t->o);
     if (!rc) rc = fresh_settings(t);
@@ -102,6 +104,8 @@ static int setup_fresh(tr_t *t) {
 
 static int setup_resume(tr_t *t) {
     mp_opt_kind_t kind = MP_OPT_SGD;
+    if (!mp_file_is_regular(t->path_state))
+        return mp_error_set(MP_ERR_IO, "%s: nothing to resume (no checkpoint_last.state)", t->o->run_dir);
     int rc = mp_model_spec_read(&t->spec, t->o->run_dir);
     if (!rc) rc = tr_load_settings(t, &kind);
     if (!rc) rc = tr_check_same_cache(t);
