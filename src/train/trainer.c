@@ -399,6 +399,7 @@ static void fill_result(const tr_t *t, const tr_acc_t *acc, mp_train_result_t *r
 int mp_train_run(const mp_train_opts_t *o, mp_train_result_t *res) {
     if (!o || !o->cache_dir || !o->run_dir)
         return mp_error_set(MP_ERR_ARG, "training needs a cache folder and a run folder");
+    if (strlen(o->run_dir) > 4000) return mp_error_set(MP_ERR_ARG, "run folder path longer than 4000 bytes");
     tr_t *t = calloc(1, sizeof *t);
     if (!t) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     t->o = o;
