@@ -203,6 +203,8 @@ static void spatial_row(const mp_ld_src_t *s, double x, double y, double z, cons
         int64_t ix = (int64_t)fx, iy = (int64_t)fy, iz = (int64_t)fz;
         double rx = px - fx, ry = py - fy, rz = pz - fz;
         float tx = (float)rx, ty = (float)ry, tz = (float)rz;
+        /* nearest: floor(p + 0.5) = floor(p) + (fraction >= 0.5), exactly */
+        int64_t lx = ix + (rx >= 0.5), ly = iy + (ry >= 0.5), lz = iz + (rz >= 0.5);
         if ((uint64_t)ix < (uint64_t)(nx - 1) && (uint64_t)iy < (uint64_t)(ny - 1) && (uint64_t)iz < (uint64_t)(nz - 1)) {
             const float *b = s->img + (iz * ny + iy) * nx + ix;
             for (int c = 0; c < nc; c++, b += cs) {
@@ -212,12 +214,11 @@ static void spatial_row(const mp_ld_src_t *s, double x, double y, double z, cons
                 float c0 = c00 + ty * (c01 - c00), c1 = c10 + ty * (c11 - c10);
                 out[c * pv + w] = c0 + tz * (c1 - c0);
             }
-        } else {
-            for (int c = 0; c < nc; c++)
-                out[c * pv + w] = trilinear_border(s->img + c * cs, nx, ny, nz, ix, iy, iz, tx, ty, tz);
+            lab[w] = s->seg[(lz * ny + ly) * nx + lx]; /* inside: the cell's corners are */
+            continue;
         }
-        /* nearest: floor(p + 0.5) = floor(p) + (fraction >= 0.5), exactly */
-        int64_t lx = ix + (rx >= 0.5), ly = iy + (ry >= 0.5), lz = iz + (rz >= 0.5);
+        for (int c = 0; c < nc; c++)
+            out[c * pv + w] = trilinear_border(s->img + c * cs, nx, ny, nz, ix, iy, iz, tx, ty, tz);
         lab[w] = ((uint64_t)lx < (uint64_t)nx && (uint64_t)ly < (uint64_t)ny && (uint64_t)lz < (uint64_t)nz)
                      ? s->seg[(lz * ny + ly) * nx + lx]
                      : 0;
@@ -299,14 +300,17 @@ static void elastic_field(mp_rng_t *r, double alpha, double sigma, mp_ld_scratch
 
 /* ---- intensity ---- */
 
-/* Gaussian noise, both Box-Muller outputs used. */
+/* Gaussian noise by Marsaglia's polar method (two normals per accepted
+ * pair, no trigonometry): the rejections depend only on the stream. */
 static void add_noise(float *x, int64_t n, double sd, mp_rng_t *r) {
-    for (int64_t i = 0; i < n; i += 2) {
-        double u1 = ((double)mp_rng_u32(r) + 1.0) * (1.0 / 4294967296.0); /* (0, 1] */
-        double u2 = (double)mp_rng_u32(r) * (1.0 / 4294967296.0);
-        double m = sd * sqrt(-2.0 * log(u1));
-        x[i] += (float)(m * cos(2 * PI * u2));
-        if (i + 1 < n) x[i + 1] += (float)(m * sin(2 * PI * u2));
+    for (int64_t i = 0; i < n;) {
+        double u = (double)mp_rng_u32(r) * (2.0 / 4294967296.0) - 1.0;
+        double v = (double)mp_rng_u32(r) * (2.0 / 4294967296.0) - 1.0;
+        double q = u * u + v * v;
+        if (q >= 1.0 || q == 0.0) continue;
+        double m = sd * sqrt(-2.0 * log(q) / q);
+        x[i++] += (float)(m * u);
+        if (i < n) x[i++] += (float)(m * v);
     }
 }
 
