@@ -99,13 +99,17 @@ static int64_t nodes_along(int p, double g) {
     return (int64_t)floor((double)(p - 1) / g) + 4;
 }
 
-static int alloc_floats(float **out, int64_t n) {
+/* n 4-byte elements (float or int32), checked against the memory limit. */
+static void *alloc4(int64_t n, int *rc) {
     uint64_t bytes;
-    if (n < 0 || mp_mul_u64((uint64_t)n, sizeof(float), &bytes) || bytes > mp_mem_limit())
-        return mp_error_set(MP_ERR_LIMIT, "loader: scratch of %lld floats exceeds the memory limit", (long long)n);
-    *out = mp_alloc(bytes ? (size_t)bytes : 1);
-    return *out ? MP_OK : mp_error_set(MP_ERR_NOMEM, "loader: out of memory for %llu bytes of scratch",
-                                       (unsigned long long)bytes);
+    if (*rc) return NULL;
+    if (n < 0 || mp_mul_u64((uint64_t)n, 4, &bytes) || bytes > mp_mem_limit()) {
+        *rc = mp_error_set(MP_ERR_LIMIT, "loader: scratch of %lld values exceeds the memory limit", (long long)n);
+        return NULL;
+    }
+    void *p = mp_alloc(bytes ? (size_t)bytes : 1);
+    if (!p) *rc = mp_error_set(MP_ERR_NOMEM, "loader: out of memory for %llu bytes of scratch", (unsigned long long)bytes);
+    return p;
 }
 
 int mp_ld_scratch_init(mp_ld_scratch_t *s, const int p[3], int augment, const mp_aug_opts_t *a) {
@@ -114,23 +118,24 @@ int mp_ld_scratch_init(mp_ld_scratch_t *s, const int p[3], int augment, const mp
     int64_t maxp = p[0] > p[1] ? p[0] : p[1];
     if (p[2] > maxp) maxp = p[2];
     int64_t pv = (int64_t)p[0] * p[1] * p[2];
-    int rc = alloc_floats(&s->line, maxp + 2 * MP_LD_MAX_BLUR_RADIUS + 1);
-    if (!rc) rc = alloc_floats(&s->ftab, 4 * maxp);
-    if (!rc) rc = alloc_floats((float **)&s->itab, 6 * maxp); /* same size as int32 */
-    if (!rc && augment) {
-        rc = alloc_floats(&s->buf_a, pv);
-        if (!rc) rc = alloc_floats(&s->buf_b, pv);
+    int rc = MP_OK;
+    s->line = alloc4(maxp + 2 * MP_LD_MAX_BLUR_RADIUS + 1, &rc);
+    s->ftab = alloc4(4 * maxp, &rc);
+    s->itab = alloc4(6 * maxp, &rc);
+    if (augment) {
+        s->buf_a = alloc4(pv, &rc);
+        s->buf_b = alloc4(pv, &rc);
     }
-    if (!rc && augment && a->p_elastic > 0) {
+    if (augment && a->p_elastic > 0) {
         int64_t n[3];
         for (int i = 0; i < 3; i++) n[i] = nodes_along(p[i], a->elastic_sigma[0]);
         s->node_cap = n[0] * n[1] * n[2];
         int64_t ta = n[2] * n[1] * p[0], tb = n[2] * (int64_t)p[1] * p[0];
         s->etmp_cap = ta > tb ? ta : tb;
-        rc = alloc_floats(&s->disp, 3 * pv);
-        if (!rc) rc = alloc_floats(&s->nodes, s->node_cap);
-        if (!rc) rc = alloc_floats(&s->etmp_a, s->etmp_cap);
-        if (!rc) rc = alloc_floats(&s->etmp_b, s->etmp_cap);
+        s->disp = alloc4(3 * pv, &rc);
+        s->nodes = alloc4(s->node_cap, &rc);
+        s->etmp_a = alloc4(s->etmp_cap, &rc);
+        s->etmp_b = alloc4(s->etmp_cap, &rc);
     }
     if (rc) mp_ld_scratch_deinit(s);
     return rc;
