@@ -346,6 +346,36 @@ static void test_right_angle_rotation(void) {
     MP_CHECK(ok);
 }
 
+/* Rotation by 0, scale 1 and elastic alpha 0, all applied: the resampling
+ * path (with a zero displacement field) gives the straight crop exactly. */
+static void test_identity_augmentation_is_crop(void) {
+    mp_loader_opts_t o;
+    base_opts(&o);
+    o.augment = 0;
+    run_t plain, ident;
+    MP_CHECK_OK(run_batches(&o, 4, &plain));
+    o.augment = 1;
+    mp_aug_opts_none(&o.aug);
+    o.aug.p_rotation = o.aug.p_scale = o.aug.p_elastic = 1;
+    for (int a = 0; a < 3; a++) o.aug.rotation_deg[a] = 0;
+    o.aug.scale_range[0] = o.aug.scale_range[1] = 1;
+    o.aug.elastic_alpha[1] = 0;
+    o.workers = 1;
+    MP_CHECK_OK(run_batches(&o, 4, &ident));
+    int eq = runs_equal(&plain, &ident);
+    /* and a real elastic field changes the patch */
+    o.aug.elastic_alpha[0] = o.aug.elastic_alpha[1] = 200;
+    o.aug.elastic_sigma[0] = o.aug.elastic_sigma[1] = 4;
+    run_t el;
+    MP_CHECK_OK(run_batches(&o, 4, &el));
+    int differs = memcmp(plain.data, el.data, (size_t)plain.img_bytes) != 0;
+    free(plain.data);
+    free(ident.data);
+    free(el.data);
+    MP_CHECK(eq);
+    MP_CHECK(differs);
+}
+
 static void test_labels_and_values_after_augmentation(void) {
     mp_loader_opts_t o;
     base_opts(&o);
@@ -519,6 +549,7 @@ int main(void) {
     MP_RUN(test_forced_foreground);
     MP_RUN(test_unaugmented_is_exact_crop);
     MP_RUN(test_right_angle_rotation);
+    MP_RUN(test_identity_augmentation_is_crop);
     MP_RUN(test_labels_and_values_after_augmentation);
     MP_RUN(test_mirror);
     MP_RUN(test_intensity_steps);

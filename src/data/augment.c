@@ -99,13 +99,17 @@ static int64_t nodes_along(int p, double g) {
     return (int64_t)floor((double)(p - 1) / g) + 4;
 }
 
-static int alloc_floats(float **out, int64_t n) {
+/* n 4-byte elements (float or int32), checked against the memory limit. */
+static void *alloc4(int64_t n, int *rc) {
     uint64_t bytes;
-    if (n < 0 || mp_mul_u64((uint64_t)n, sizeof(float), &bytes) || bytes > mp_mem_limit())
-        return mp_error_set(MP_ERR_LIMIT, "loader: scratch of %lld floats exceeds the memory limit", (long long)n);
-    *out = mp_alloc(bytes ? (size_t)bytes : 1);
-    return *out ? MP_OK : mp_error_set(MP_ERR_NOMEM, "loader: out of memory for %llu bytes of scratch",
-                                       (unsigned long long)bytes);
+    if (*rc) return NULL;
+    if (n < 0 || mp_mul_u64((uint64_t)n, 4, &bytes) || bytes > mp_mem_limit()) {
+        *rc = mp_error_set(MP_ERR_LIMIT, "loader: scratch of %lld values exceeds the memory limit", (long long)n);
+        return NULL;
+    }
+    void *p = mp_alloc(bytes ? (size_t)bytes : 1);
+    if (!p) *rc = mp_error_set(MP_ERR_NOMEM, "loader: out of memory for %llu bytes of scratch", (unsigned long long)bytes);
+    return p;
 }
 
 int mp_ld_scratch_init(mp_ld_scratch_t *s, const int p[3], int augment, const mp_aug_opts_t *a) {
@@ -114,23 +118,24 @@ int mp_ld_scratch_init(mp_ld_scratch_t *s, const int p[3], int augment, const mp
     int64_t maxp = p[0] > p[1] ? p[0] : p[1];
     if (p[2] > maxp) maxp = p[2];
     int64_t pv = (int64_t)p[0] * p[1] * p[2];
-    int rc = alloc_floats(&s->line, maxp + 2 * MP_LD_MAX_BLUR_RADIUS + 1);
-    if (!rc) rc = alloc_floats(&s->ftab, 4 * maxp);
-    if (!rc) rc = alloc_floats((float **)&s->itab, 6 * maxp); /* same size as int32 */
-    if (!rc && augment) {
-        rc = alloc_floats(&s->buf_a, pv);
-        if (!rc) rc = alloc_floats(&s->buf_b, pv);
+    int rc = MP_OK;
+    s->line = alloc4(maxp + 2 * MP_LD_MAX_BLUR_RADIUS + 1, &rc);
+    s->ftab = alloc4(4 * maxp, &rc);
+    s->itab = alloc4(6 * maxp, &rc);
+    if (augment) {
+        s->buf_a = alloc4(pv, &rc);
+        s->buf_b = alloc4(pv, &rc);
     }
-    if (!rc && augment && a->p_elastic > 0) {
+    if (augment && a->p_elastic > 0) {
         int64_t n[3];
         for (int i = 0; i < 3; i++) n[i] = nodes_along(p[i], a->elastic_sigma[0]);
         s->node_cap = n[0] * n[1] * n[2];
         int64_t ta = n[2] * n[1] * p[0], tb = n[2] * (int64_t)p[1] * p[0];
         s->etmp_cap = ta > tb ? ta : tb;
-        rc = alloc_floats(&s->disp, 3 * pv);
-        if (!rc) rc = alloc_floats(&s->nodes, s->node_cap);
-        if (!rc) rc = alloc_floats(&s->etmp_a, s->etmp_cap);
-        if (!rc) rc = alloc_floats(&s->etmp_b, s->etmp_cap);
+        s->disp = alloc4(3 * pv, &rc);
+        s->nodes = alloc4(s->node_cap, &rc);
+        s->etmp_a = alloc4(s->etmp_cap, &rc);
+        s->etmp_b = alloc4(s->etmp_cap, &rc);
     }
     if (rc) mp_ld_scratch_deinit(s);
     return rc;
@@ -203,6 +208,8 @@ static void spatial_row(const mp_ld_src_t *s, double x, double y, double z, cons
         int64_t ix = (int64_t)fx, iy = (int64_t)fy, iz = (int64_t)fz;
         double rx = px - fx, ry = py - fy, rz = pz - fz;
         float tx = (float)rx, ty = (float)ry, tz = (float)rz;
+        /* nearest: floor(p + 0.5) = floor(p) + (fraction >= 0.5), exactly */
+        int64_t lx = ix + (rx >= 0.5), ly = iy + (ry >= 0.5), lz = iz + (rz >= 0.5);
         if ((uint64_t)ix < (uint64_t)(nx - 1) && (uint64_t)iy < (uint64_t)(ny - 1) && (uint64_t)iz < (uint64_t)(nz - 1)) {
             const float *b = s->img + (iz * ny + iy) * nx + ix;
             for (int c = 0; c < nc; c++, b += cs) {
@@ -212,12 +219,11 @@ static void spatial_row(const mp_ld_src_t *s, double x, double y, double z, cons
                 float c0 = c00 + ty * (c01 - c00), c1 = c10 + ty * (c11 - c10);
                 out[c * pv + w] = c0 + tz * (c1 - c0);
             }
-        } else {
-            for (int c = 0; c < nc; c++)
-                out[c * pv + w] = trilinear_border(s->img + c * cs, nx, ny, nz, ix, iy, iz, tx, ty, tz);
+            lab[w] = s->seg[(lz * ny + ly) * nx + lx]; /* inside: the cell's corners are */
+            continue;
         }
-        /* nearest: floor(p + 0.5) = floor(p) + (fraction >= 0.5), exactly */
-        int64_t lx = ix + (rx >= 0.5), ly = iy + (ry >= 0.5), lz = iz + (rz >= 0.5);
+        for (int c = 0; c < nc; c++)
+            out[c * pv + w] = trilinear_border(s->img + c * cs, nx, ny, nz, ix, iy, iz, tx, ty, tz);
         lab[w] = ((uint64_t)lx < (uint64_t)nx && (uint64_t)ly < (uint64_t)ny && (uint64_t)lz < (uint64_t)nz)
                      ? s->seg[(lz * ny + ly) * nx + lx]
                      : 0;
@@ -299,14 +305,17 @@ static void elastic_field(mp_rng_t *r, double alpha, double sigma, mp_ld_scratch
 
 /* ---- intensity ---- */
 
-/* Gaussian noise, both Box-Muller outputs used. */
+/* Gaussian noise by Marsaglia's polar method (two normals per accepted
+ * pair, no trigonometry): the rejections depend only on the stream. */
 static void add_noise(float *x, int64_t n, double sd, mp_rng_t *r) {
-    for (int64_t i = 0; i < n; i += 2) {
-        double u1 = ((double)mp_rng_u32(r) + 1.0) * (1.0 / 4294967296.0); /* (0, 1] */
-        double u2 = (double)mp_rng_u32(r) * (1.0 / 4294967296.0);
-        double m = sd * sqrt(-2.0 * log(u1));
-        x[i] += (float)(m * cos(2 * PI * u2));
-        if (i + 1 < n) x[i + 1] += (float)(m * sin(2 * PI * u2));
+    for (int64_t i = 0; i < n;) {
+        double u = (double)mp_rng_u32(r) * (2.0 / 4294967296.0) - 1.0;
+        double v = (double)mp_rng_u32(r) * (2.0 / 4294967296.0) - 1.0;
+        double q = u * u + v * v;
+        if (q >= 1.0 || q == 0.0) continue;
+        double m = sd * sqrt(-2.0 * log(q) / q);
+        x[i++] += (float)(m * u);
+        if (i < n) x[i++] += (float)(m * v);
     }
 }
 

@@ -55,6 +55,7 @@ struct mp_loader {
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_ready, cv_idle;
     int stop;
+    int seeking;             /* no new claims while a seek waits */
     atomic_int gen;           /* bumped by seek and free: workers abandon older work */
     int in_flight;
     int64_t claim, released, delivered;
@@ -140,7 +141,7 @@ static void *worker_main(void *arg) {
     mp_loader_t *l = w->l;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        while (!l->stop && l->claim >= l->released + l->depth) pthread_cond_wait(&l->cv_work, &l->mu);
+        while (!l->stop && (l->seeking || l->claim >= l->released + l->depth)) pthread_cond_wait(&l->cv_work, &l->mu);
         if (l->stop) break;
         int64_t k = l->claim++;
         int gen = atomic_load(&l->gen);
@@ -312,7 +313,9 @@ int mp_loader_seek(mp_loader_t *l, int64_t epoch, int64_t step) {
                             (long long)epoch, (long long)step, (long long)l->o.iters_per_epoch);
     pthread_mutex_lock(&l->mu);
     atomic_fetch_add(&l->gen, 1);
+    l->seeking = 1;
     while (l->in_flight > 0) pthread_cond_wait(&l->cv_idle, &l->mu);
+    l->seeking = 0;
     for (int i = 0; i < l->depth; i++) l->slots[i].ready = 0;
     l->start_epoch = epoch;
     l->start_step = step;
