@@ -23,5 +23,6 @@
 #include "medpipe/nn.h"
 #include "medpipe/loader.h"
 #include "medpipe/model.h"
+#include "medpipe/train.h"
 
 #endif
