@@ -200,6 +200,30 @@ static void test_seek(void) {
     free(ref.data);
 }
 
+/* queue_depth batches are made ahead while the caller holds its batch. */
+static void test_prefetch_depth(void) {
+    for (int depth = 1; depth <= 3; depth += 2) {
+        mp_loader_opts_t o;
+        base_opts(&o);
+        o.workers = 2;
+        o.queue_depth = depth;
+        mp_loader_t *l = NULL;
+        MP_CHECK_OK(mp_loader_create(&l, &o));
+        const mp_batch_t *b = NULL;
+        MP_CHECK_OK(mp_loader_next(l, &b, NULL));
+        int ready = 0;
+        for (int t = 0; t < 2000 && ready < depth; t++) {
+            usleep(5000);
+            ready = mp_ld_ready_count(l);
+        }
+        usleep(20000);
+        ready = mp_ld_ready_count(l);
+        MP_CHECK(b->epoch == 0 && b->step == 0); /* still the held batch */
+        mp_loader_free(l);
+        MP_CHECKF(ready == depth, "queue depth %d: %d batches ready ahead", depth, ready);
+    }
+}
+
 static void test_forced_foreground(void) {
     mp_loader_opts_t o;
     base_opts(&o);
@@ -546,6 +570,7 @@ int main(void) {
     }
     MP_RUN(test_same_bytes_any_workers);
     MP_RUN(test_seek);
+    MP_RUN(test_prefetch_depth);
     MP_RUN(test_forced_foreground);
     MP_RUN(test_unaugmented_is_exact_crop);
     MP_RUN(test_right_angle_rotation);

@@ -7,8 +7,10 @@
  * Queue bookkeeping (all under the mutex), batch numbers counted from the
  * last seek: `claim` is the next batch a worker may take, `released` the
  * oldest batch whose slot is still in use (handed out or queued), and a
- * worker may take batch k only while k < released + depth. The batch handed
- * out last stays valid until the next call, so its slot is released then. A
+ * worker may take batch k only while k < released + slots. The batch handed
+ * out last stays valid until the next call, so its slot is released then;
+ * there is one slot more than the queue depth, so that `queue_depth`
+ * batches are made ahead while the caller works on its batch. A
  * seek bumps the generation, waits for the batches in hand (workers abandon
  * them at the next sample boundary) and restarts the counters. */
 #include "data/loader_internal.h"
@@ -44,7 +46,7 @@ struct mp_loader {
     int64_t n_mapped;
     int64_t *case_index;
     int64_t img_per_sample, seg_per_sample;
-    int depth;
+    int nslots;               /* queue depth + 1 (the batch in the caller's hands); 1 without workers */
     mp_ld_slot_t *slots;
     int nworkers;
     mp_ld_scratch_t *scratch; /* one per worker, or one for the caller */
@@ -141,11 +143,11 @@ static void *worker_main(void *arg) {
     mp_loader_t *l = w->l;
     pthread_mutex_lock(&l->mu);
     for (;;) {
-        while (!l->stop && (l->seeking || l->claim >= l->released + l->depth)) pthread_cond_wait(&l->cv_work, &l->mu);
+        while (!l->stop && (l->seeking || l->claim >= l->released + l->nslots)) pthread_cond_wait(&l->cv_work, &l->mu);
         if (l->stop) break;
         int64_t k = l->claim++;
         int gen = atomic_load(&l->gen);
-        mp_ld_slot_t *s = &l->slots[k % l->depth];
+        mp_ld_slot_t *s = &l->slots[k % l->nslots];
         s->ready = 0;
         l->in_flight++;
         pthread_mutex_unlock(&l->mu);
@@ -167,17 +169,17 @@ static int alloc_slots(mp_loader_t *l) {
     uint64_t img_bytes, seg_bytes, per_slot, total;
     if (mp_mul_u64((uint64_t)l->img_per_sample * sizeof(float), (uint64_t)l->o.batch, &img_bytes) ||
         mp_mul_u64((uint64_t)l->seg_per_sample, (uint64_t)l->o.batch, &seg_bytes) ||
-        (per_slot = img_bytes + seg_bytes) < img_bytes || mp_mul_u64(per_slot, (uint64_t)l->depth, &total) ||
+        (per_slot = img_bytes + seg_bytes) < img_bytes || mp_mul_u64(per_slot, (uint64_t)l->nslots, &total) ||
         total > mp_mem_limit())
-        return mp_error_set(MP_ERR_LIMIT, "loader: %d queued batches of %d x %lld voxels exceed the memory limit",
-                            l->depth, l->o.batch, (long long)l->img_per_sample);
-    l->slots = mp_zalloc(sizeof *l->slots * (size_t)l->depth);
+        return mp_error_set(MP_ERR_LIMIT, "loader: %d batch slots of %d x %lld voxels exceed the memory limit",
+                            l->nslots, l->o.batch, (long long)l->img_per_sample);
+    l->slots = mp_zalloc(sizeof *l->slots * (size_t)l->nslots);
     if (!l->slots) return mp_error_set(MP_ERR_NOMEM, "loader: out of memory");
-    for (int i = 0; i < l->depth; i++) {
+    for (int i = 0; i < l->nslots; i++) {
         l->slots[i].b.img = mp_alloc((size_t)img_bytes);
         l->slots[i].b.seg = mp_alloc((size_t)seg_bytes);
         if (!l->slots[i].b.img || !l->slots[i].b.seg)
-            return mp_error_set(MP_ERR_NOMEM, "loader: out of memory for %d queued batches", l->depth);
+            return mp_error_set(MP_ERR_NOMEM, "loader: out of memory for %d batch slots", l->nslots);
     }
     return MP_OK;
 }
@@ -236,7 +238,8 @@ int mp_loader_create(mp_loader_t **out, const mp_loader_opts_t *o) {
     atomic_init(&l->fail_epoch, -1);
     atomic_init(&l->fail_step, -1);
     l->nworkers = o->workers;
-    l->depth = o->queue_depth > 0 ? o->queue_depth : (o->workers > 0 ? 2 * o->workers : 1);
+    int depth = o->queue_depth > 0 ? o->queue_depth : (o->workers > 0 ? 2 * o->workers : 1);
+    l->nslots = o->workers > 0 ? depth + 1 : 1;
     int p[3] = {o->patch_dhw[2], o->patch_dhw[1], o->patch_dhw[0]};
     l->seg_per_sample = (int64_t)p[0] * p[1] * p[2];
     l->img_per_sample = l->seg_per_sample * o->cache->plan.num_channels;
@@ -290,7 +293,7 @@ void mp_loader_free(mp_loader_t *l) {
         pthread_mutex_destroy(&l->mu);
     }
     if (l->slots)
-        for (int i = 0; i < l->depth; i++) {
+        for (int i = 0; i < l->nslots; i++) {
             mp_free(l->slots[i].b.img);
             mp_free(l->slots[i].b.seg);
         }
@@ -316,7 +319,7 @@ int mp_loader_seek(mp_loader_t *l, int64_t epoch, int64_t step) {
     l->seeking = 1;
     while (l->in_flight > 0) pthread_cond_wait(&l->cv_idle, &l->mu);
     l->seeking = 0;
-    for (int i = 0; i < l->depth; i++) l->slots[i].ready = 0;
+    for (int i = 0; i < l->nslots; i++) l->slots[i].ready = 0;
     l->start_epoch = epoch;
     l->start_step = step;
     l->claim = l->released = l->delivered = 0;
@@ -340,7 +343,7 @@ int mp_loader_next(mp_loader_t *l, const mp_batch_t **batch, double *wait_s) {
         pthread_cond_broadcast(&l->cv_work);
     }
     k = l->delivered;
-    s = &l->slots[k % l->depth];
+    s = &l->slots[k % l->nslots];
     if (l->nworkers == 0) {
         pthread_mutex_unlock(&l->mu);
         produce(l, s, k, -1, &l->scratch[0]);
@@ -375,4 +378,12 @@ int mp_loader_sample(const mp_loader_t *l, float *img, uint8_t *seg, int64_t epo
 void mp_ld_inject_failure(mp_loader_t *l, int64_t epoch, int64_t step) {
     atomic_store(&l->fail_epoch, epoch);
     atomic_store(&l->fail_step, step);
+}
+
+int mp_ld_ready_count(mp_loader_t *l) {
+    int n = 0;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->nslots; i++) n += l->slots[i].ready;
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }

@@ -99,5 +99,7 @@ void mp_ld_mirror(float *img, uint8_t *seg, int channels, const int p[3], unsign
 /* Test hook: batch (epoch, step) fails in the producing thread with a
  * message, as a case that cannot be read would. */
 void mp_ld_inject_failure(mp_loader_t *l, int64_t epoch, int64_t step);
+/* Test probe: batches finished and waiting to be handed out. */
+int mp_ld_ready_count(mp_loader_t *l);
 
 #endif
