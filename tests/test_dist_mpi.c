@@ -148,8 +148,7 @@ int main(int argc, char **argv) {
     MP_RUN(test_grad_allreduce);
     MP_RUN(test_bcast_and_sum);
     MP_RUN(test_unet_data_parallel);
-    printf("rank %d of %d: ", rank, size);
-    int rc = mp_test_summary();
+    int rc = mp_test_summary(); /* mpirun --tag-output tells the ranks' lines apart */
     /* One rank failing must not leave the other waiting in a collective. */
     double failed = rc;
     if (mp_dist_allreduce_f64_sum(&failed, 1) == MP_OK && failed > 0 && rc == 0)

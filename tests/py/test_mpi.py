@@ -39,7 +39,7 @@ def test_two_ranks():
                              "the 2-rank data-parallel test cannot run without it")
     if not os.access(PROG, os.X_OK):
         raise AssertionError("%s is missing: build it with make test" % PROG)
-    cmd = [mpirun, "--allow-run-as-root", "--oversubscribe", "-np", str(RANKS), PROG]
+    cmd = [mpirun, "--allow-run-as-root", "--oversubscribe", "--tag-output", "-np", str(RANKS), PROG]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=mpirun_env())
     except subprocess.TimeoutExpired as e:
@@ -49,13 +49,14 @@ def test_two_ranks():
     print(out)
     assert p.returncode == 0, "mpirun -np %d %s exited %d" % (RANKS, PROG, p.returncode)
     for r in range(RANKS):
+        tag = r"^\[\d+,%d\]<stdout>:" % r  # mpirun --tag-output: [job,rank]<stdout>:
         # Each rank ran MPI as one of RANKS, not as a world of its own.
-        assert re.search(r"^rank %d of %d: node rank \d+ of %d, mpi 1," % (r, RANKS, RANKS), out, re.M), \
+        assert re.search(tag + r"rank %d of %d: node rank \d+ of %d, mpi 1," % (r, RANKS, RANKS), out, re.M), \
             "rank %d did not join a %d-rank MPI world" % (r, RANKS)
-        m = re.search(r"^rank %d of %d: (\d+) passed, (\d+) failed" % (r, RANKS), out, re.M)
+        m = re.search(tag + r"(\d+) passed, (\d+) failed", out, re.M)
         assert m, "rank %d printed no summary" % r
         assert int(m.group(1)) == 3 and int(m.group(2)) == 0, "rank %d: %s" % (r, m.group(0))
-        g = re.search(r"^rank %d of %d: U-Net .* gradient max rel diff (\S+)" % (r, RANKS), out, re.M)
+        g = re.search(tag + r"rank %d of %d: U-Net .* gradient max rel diff (\S+)" % (r, RANKS), out, re.M)
         assert g and float(g.group(1)) < 1e-5, "rank %d: U-Net gradient line missing or off" % r
 
 
