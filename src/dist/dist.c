@@ -275,7 +275,7 @@ void mp_dist_grad_deinit(mp_dist_grad_t *g) {
 static int bucket_start(mp_dist_grad_t *g, int b) {
     g->started[b] = 1;
 #ifdef MP_HAVE_MPI
-    if (g->req) {
+    if (g->req && W.mpi) {
         MPI_Request *r = (MPI_Request *)g->req + b;
         MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, g->grad + (int64_t)b * g->bucket_elems, (int)bucket_len(g, b), MPI_FLOAT,
                                MPI_SUM, W.comm, r),
@@ -309,7 +309,7 @@ int mp_dist_grad_ready(mp_dist_grad_t *g, int64_t offset, int64_t count) {
     /* Without an asynchronous progress thread MPI advances the reductions
      * only inside MPI calls: give it one per report. */
     int flag = 0;
-    if (!rc && g->req && g->next < g->nbuckets - 1)
+    if (!rc && g->req && W.mpi && g->next < g->nbuckets - 1)
         MPI_TRY(MPI_Testall(g->nbuckets, g->req, &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
 #endif
     return rc;
@@ -336,7 +336,7 @@ int mp_dist_grad_wait(mp_dist_grad_t *g) {
         if (r && !rc) rc = r, snprintf(msg, sizeof msg, "%s", mp_error_message());
     }
 #ifdef MP_HAVE_MPI
-    if (g->req) {
+    if (g->req && W.mpi) {
         int e = MPI_Waitall(g->nbuckets, g->req, MPI_STATUSES_IGNORE);
         if (e != MPI_SUCCESS && !rc) rc = mpi_fail(e, "MPI_Waitall"), snprintf(msg, sizeof msg, "%s", mp_error_message());
     }
