@@ -49,13 +49,16 @@ ifeq ($(HAVE_DNNL),1)
   CFLAGS_ALL += -DMP_HAVE_DNNL=1
   LIBS += -ldnnl
 endif
+# MPI: the library is compiled and linked with mpicc's flags (src/dist).
+MPI_CFLAGS := $(if $(HAVE_MPI),$(shell mpicc --showme:compile) -DMP_HAVE_MPI=1)
 ifeq ($(HAVE_MPI),1)
-  CFLAGS_ALL += -DMP_HAVE_MPI_RUNTIME=1
+  CFLAGS_ALL += -DMP_HAVE_MPI_RUNTIME=1 $(MPI_CFLAGS)
+  LIBS += $(shell mpicc --showme:link)
 endif
 LDFLAGS_ALL := $(LDFLAGS)
 
 LIB_SRC := $(sort $(wildcard src/core/*.c src/io/*.c src/vol/*.c src/data/*.c src/metrics/*.c \
-                             src/nn/*.c src/ref/*.c src/cpu/*.c src/train/*.c src/infer/*.c))
+                             src/nn/*.c src/ref/*.c src/cpu/*.c src/train/*.c src/infer/*.c src/dist/*.c))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
@@ -125,7 +128,7 @@ asan:
 # project warnings stay on.
 FUZZ_SAN := address,undefined
 FUZZ_CFLAGS := -std=c11 -O1 -g $(WARN) -D_GNU_SOURCE -Iinclude -Isrc -I/usr/include/openjpeg-2.5 \
-               -fno-sanitize-recover=undefined $(if $(HAVE_DNNL),-DMP_HAVE_DNNL=1)
+               -fno-sanitize-recover=undefined $(if $(HAVE_DNNL),-DMP_HAVE_DNNL=1) $(MPI_CFLAGS)
 FUZZ_OBJ := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
 fuzz: $(FUZZ_BIN)
 

@@ -5,7 +5,7 @@
 set -u
 exec 1>&2
 
-build_pkgs="pkg-config zlib1g-dev libdeflate-dev libcjson-dev libdnnl-dev libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev"
+build_pkgs="pkg-config zlib1g-dev libdeflate-dev libcjson-dev libdnnl-dev libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev libopenmpi-dev openmpi-bin"
 test_pkgs="python3 python3-numpy python3-scipy python3-nibabel python3-pydicom dcmtk libgdcm-tools dicom3tools dcm2niix grokj2k-tools pvrg-jpeg"
 fuzz_pkgs="clang libclang-rt-14-dev"
 

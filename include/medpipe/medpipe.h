@@ -21,6 +21,7 @@
 #include "medpipe/synth.h"
 #include "medpipe/preprocess.h"
 #include "medpipe/nn.h"
+#include "medpipe/dist.h"
 #include "medpipe/loader.h"
 #include "medpipe/model.h"
 #include "medpipe/train.h"

@@ -122,6 +122,22 @@ int mp_unet_forward_loss(mp_unet_t *m, double *loss, const float *input, const u
  * labels (N, 1, D, H, W) in [0, K). Gradients are overwritten. */
 int mp_unet_forward_backward(mp_unet_t *m, double *loss, const float *input, const uint8_t *labels,
                              const mp_loss_opts_t *lo);
+/* Called by mp_unet_forward_backward as soon as the gradient of one
+ * parameter tensor is final: [offset, offset+count) of the gradient buffer,
+ * in floats, where count includes the alignment padding after the tensor, so
+ * that over one step the ranges tile [0, mp_unet_param_count) exactly once.
+ * Order: first the tensors no op uses (heads without deep supervision: their
+ * gradient is zero), then in reverse layer order, from the output head back to
+ * the input conv, which is roughly from high offsets to low but not sorted.
+ * It runs on the thread that called mp_unet_forward_backward. The network
+ * does not touch the range again in this step, so the callee may start
+ * reducing it in place (mp_dist_grad_hook). fn == NULL removes the hook. */
+typedef void (*mp_grad_hook_fn)(void *user, int64_t offset, int64_t count);
+void mp_unet_set_grad_hook(mp_unet_t *m, mp_grad_hook_fn fn, void *user);
+/* Multiplies the loss gradient by `scale` before backward (mixed-precision
+ * loss scaling; 1 by default): the gradients come out scaled, the reported
+ * loss does not. */
+void mp_unet_set_loss_scale(mp_unet_t *m, double scale);
 /* Convolution FLOPs (multiply-add = 2) of one forward pass, and of a training
  * step (forward + backward data + backward weights). */
 double mp_unet_flops_forward(const mp_unet_t *m);
@@ -161,6 +177,31 @@ double mp_grad_norm(const float *grad, int64_t n);
 double mp_opt_step(mp_opt_t *o, float *params, float *grad, double lr);
 /* Poly schedule: lr0 * (1 - step / max_steps)^exponent (nnU-Net: 0.9). */
 double mp_lr_poly(double lr0, int64_t step, int64_t max_steps, double exponent);
+
+/* ---- mixed precision: dynamic loss scaling (PyTorch's GradScaler) ----
+ * Per step: mp_unet_set_loss_scale(net, s.scale); forward_backward; (with
+ * data parallelism, mp_dist_grad_wait first: every rank then holds the same
+ * averaged gradient, so all ranks agree on found_inf with no extra message);
+ * ok = mp_loss_scaler_unscale_check(&s, grad, n); if ok, the optimizer step;
+ * mp_loss_scaler_update(&s, !ok). Checkpoints keep scale and growth_tracker. */
+typedef struct {
+    double scale;            /* 2^16 at start */
+    double growth_factor;    /* 2 */
+    double backoff_factor;   /* 0.5 */
+    int64_t growth_interval; /* 2000 finite steps between growths */
+    int64_t growth_tracker;  /* finite steps since the last growth or overflow */
+} mp_loss_scaler_t;
+
+void mp_loss_scaler_init(mp_loss_scaler_t *s);
+/* Divides grad[0..n) by the scale in place; returns 1 when every result is
+ * finite, 0 when any is inf or NaN (then skip the optimizer step). */
+int mp_loss_scaler_unscale_check(const mp_loss_scaler_t *s, float *grad, int64_t n);
+/* After a step: found_inf backs the scale off and restarts the count;
+ * growth_interval finite steps in a row grow it (never beyond FLT_MAX). */
+void mp_loss_scaler_update(mp_loss_scaler_t *s, int found_inf);
+/* Restores saved state, refusing a scale that is not finite and positive or a
+ * tracker outside [0, growth_interval). */
+int mp_loss_scaler_set_state(mp_loss_scaler_t *s, double scale, int64_t growth_tracker);
 
 /* ---- checkpoints (safetensors) ---- */
 /* Writes the parameters atomically as safetensors (F32, little-endian),

@@ -61,6 +61,8 @@ static int add_op(mp_unet_t *m, op_kind_t kind, int out, int in, int in2, int pw
     memset(o, 0, sizeof *o);
     o->kind = kind, o->out = out, o->in = in, o->in2 = in2, o->pw = pw, o->pb = pb;
     o->need_dx = in != m->input;
+    if (pw >= 0) m->param_used[pw] = 1;
+    if (pb >= 0) m->param_used[pb] = 1;
     return m->nop++;
 }
 
@@ -264,6 +266,7 @@ int mp_unet_create(mp_unet_t **out, const mp_unet_config_t *cfg) {
     mp_unet_t *m = calloc(1, sizeof *m);
     if (!m) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;
+    m->loss_scale = 1.0;
 #ifdef MP_HAVE_DNNL
     m->use_ref = cfg->engine == MP_NN_ENGINE_REF || (cfg->engine == MP_NN_ENGINE_AUTO && mp_cpu_force_ref_env());
 #else
@@ -327,6 +330,39 @@ double mp_unet_flops_forward(const mp_unet_t *m) { return m->flops_fwd; }
 double mp_unet_flops_train(const mp_unet_t *m) { return m->flops_train; }
 size_t mp_unet_arena_bytes(const mp_unet_t *m) { return m->arena_bytes; }
 
+void mp_unet_set_grad_hook(mp_unet_t *m, mp_grad_hook_fn fn, void *user) {
+    m->grad_hook = fn;
+    m->grad_hook_user = fn ? user : NULL;
+}
+
+void mp_unet_set_loss_scale(mp_unet_t *m, double scale) { m->loss_scale = scale; }
+
+/* Slot of parameter tensor p in the slabs: the tensor and its padding. */
+static void param_slot(const mp_unet_t *m, int p, int64_t *off, int64_t *count) {
+    *off = m->p[p].offset;
+    *count = (p + 1 < m->np ? m->p[p + 1].offset : m->nparams) - *off;
+}
+
+void mp_unet_grad_final(mp_unet_t *m, int p) {
+    int64_t off, count;
+    param_slot(m, p, &off, &count);
+    if (m->es == 8) {
+        const double *G = arena_at(m, m->gshadow_off);
+        for (int64_t i = off; i < off + count; i++) m->grads[i] = (float)G[i];
+    }
+    if (m->grad_hook) m->grad_hook(m->grad_hook_user, off, count);
+}
+
+void mp_unet_grads_begin(mp_unet_t *m) {
+    for (int p = 0; p < m->np; p++) {
+        if (m->param_used[p]) continue;
+        int64_t off, count;
+        param_slot(m, p, &off, &count);
+        memset(m->grads + off, 0, (size_t)count * sizeof(float));
+        if (m->grad_hook) m->grad_hook(m->grad_hook_user, off, count);
+    }
+}
+
 void mp_unet_init_weights(mp_unet_t *m, uint64_t seed) {
     const double a = 0.01, gain = sqrt(2.0 / (1.0 + a * a));
     memset(m->params, 0, (size_t)m->nparams * sizeof(float));
@@ -372,8 +408,9 @@ double mp_unet_loss(mp_unet_t *m, const uint8_t *labels, const mp_loss_opts_t *l
             lab = arena_at(m, h->label_off);
         }
         void *dz = with_grad ? arena_at(m, h->dplain_off) : NULL;
-        double l = m->es == 8 ? mp_ref_dc_ce_loss_f64(dz, arena_at(m, h->plain_off), lab, s, lo, h->weight)
-                              : mp_ref_dc_ce_loss_f32(dz, arena_at(m, h->plain_off), lab, s, lo, h->weight);
+        double gs = h->weight * m->loss_scale;
+        double l = m->es == 8 ? mp_ref_dc_ce_loss_f64(dz, arena_at(m, h->plain_off), lab, s, lo, gs)
+                              : mp_ref_dc_ce_loss_f32(dz, arena_at(m, h->plain_off), lab, s, lo, gs);
         total += h->weight * l;
     }
     return total;

@@ -157,6 +157,8 @@ static int backward_op(mp_unet_t *m, op_t *o, void *scratch) {
     case OP_DECONV: {
         if ((rc = mp_cpu_conv_backward_weights(o->conv, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, x, scratch)))
             return rc;
+        mp_unet_grad_final(m, o->pw);
+        mp_unet_grad_final(m, o->pb);
         if (!o->need_dx) return MP_OK;
         float *dx = grad_dst(m, o->in, &acc);
         if ((rc = mp_cpu_conv_backward_data(o->conv, dx, dy, P + m->p[o->pw].offset, scratch))) return rc;
@@ -169,6 +171,8 @@ static int backward_op(mp_unet_t *m, op_t *o, void *scratch) {
         mp_cpu_inorm_backward(m->pool, dx, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, x, arena_at(m, to->off),
                               st, st + to->s.n * to->s.c, P + m->p[o->pw].offset, &ti->l, 1, m->cfg.lrelu_slope,
                               arena_at(m, m->work_off));
+        mp_unet_grad_final(m, o->pw);
+        mp_unet_grad_final(m, o->pb);
         grad_finish(m, o->in, acc);
         return MP_OK;
     }
@@ -188,6 +192,7 @@ int mp_unet_cpu_backward(mp_unet_t *m) {
     int rc;
     void *scratch = arena_at(m, m->scratch_off);
     for (int i = 0; i < m->nt; i++) m->t[i].grad_written = 0;
+    mp_unet_grads_begin(m);
     for (int h = 0; h < m->nhead; h++) {
         tensor_t *t = &m->t[m->head[h].tensor];
         if ((rc = mp_cpu_reorder_run(m->grad_reorder[h], arena_at(m, t->goff), arena_at(m, m->head[h].dplain_off))))

@@ -68,6 +68,10 @@ struct mp_unet {
     size_t arena_bytes;
     size_t scratch_off, scratch_bytes, tmp_off, work_off, shadow_off, gshadow_off;
     int input;                   /* tensor id of the network input */
+    unsigned char param_used[MP_UNET_MAX_PARAMS]; /* some op reads this parameter tensor */
+    mp_grad_hook_fn grad_hook;   /* see mp_unet_set_grad_hook */
+    void *grad_hook_user;
+    double loss_scale;
     mp_pool_t *pool;
     double flops_fwd, flops_train;
 #ifdef MP_HAVE_DNNL
@@ -85,6 +89,11 @@ int mp_unet_cpu_backward(struct mp_unet *m);
 void mp_unet_cpu_release(struct mp_unet *m);
 int mp_unet_ref_forward(struct mp_unet *m, const float *input);
 int mp_unet_ref_backward(struct mp_unet *m);
+/* Backward bookkeeping shared by the engines: grads_begin zeroes and reports
+ * the tensors no op uses; grad_final reports parameter tensor p once its
+ * gradient is final (converting the f64 shadow's slot first). */
+void mp_unet_grads_begin(struct mp_unet *m);
+void mp_unet_grad_final(struct mp_unet *m, int p);
 /* Loss over the heads on plain logits (both engines); fills the plain gradients. */
 double mp_unet_loss(struct mp_unet *m, const uint8_t *labels, const mp_loss_opts_t *lo, int with_grad);
 

@@ -67,6 +67,7 @@ static int F(ref_backward)(mp_unet_t *m) {
     const R *P = sizeof(R) == sizeof(float) ? (const R *)m->params : (const R *)arena_at(m, m->shadow_off);
     R *G = sizeof(R) == sizeof(float) ? (R *)m->grads : (R *)arena_at(m, m->gshadow_off);
     memset(G, 0, (size_t)m->nparams * sizeof(R)); /* unused heads keep a zero gradient */
+    mp_unet_grads_begin(m);
     for (int i = 0; i < m->nt; i++) m->t[i].grad_written = 0;
     for (int h = 0; h < m->nhead; h++) {
         tensor_t *t = &m->t[m->head[h].tensor];
@@ -87,6 +88,8 @@ static int F(ref_backward)(mp_unet_t *m) {
             R *dw = G + m->p[o->pw].offset, *db = G + m->p[o->pb].offset;
             if (o->kind == OP_CONV) F(mp_ref_conv3d_backward_weights)(dw, db, dy, x, ti->s, to->s.c, &o->g);
             else F(mp_ref_deconv3d_backward_weights)(dw, db, dy, x, ti->s, to->s.c, &o->g);
+            mp_unet_grad_final(m, o->pw);
+            mp_unet_grad_final(m, o->pb);
             if (!o->need_dx) break;
             R *dx = F(grad_dst)(m, o->in, &acc);
             if (o->kind == OP_CONV) F(mp_ref_conv3d_backward_data)(dx, dy, w, ti->s, to->s.c, &o->g);
@@ -101,6 +104,8 @@ static int F(ref_backward)(mp_unet_t *m) {
             R *dx = F(grad_dst)(m, o->in, &acc);
             F(mp_ref_norm_backward)(dx, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, x, st, st + nc,
                                     P + m->p[o->pw].offset, ti->s, 1);
+            mp_unet_grad_final(m, o->pw);
+            mp_unet_grad_final(m, o->pb);
             F(grad_finish)(m, o->in, acc);
             break;
         }
@@ -115,7 +120,5 @@ static int F(ref_backward)(mp_unet_t *m) {
         }
         }
     }
-    if (sizeof(R) != sizeof(float))
-        for (int64_t i = 0; i < m->nparams; i++) m->grads[i] = (float)G[i];
-    return MP_OK;
+    return MP_OK; /* the f64 gradients were converted tensor by tensor as they became final */
 }
