@@ -14,7 +14,7 @@
  *   mp_cache_open/case_map   read-only mmap of a case, every size checked.
  *
  * Cache layout (CACHE/):
- *   plan.json, fingerprint.json
+ *   plan.json, fingerprint.json, dataset.json (the dataset's description: names)
  *   cases/<id>.img.f32   float32 little-endian (C, D, H, W), x fastest
  *   cases/<id>.seg.u8    uint8 (D, H, W)
  *   cases/<id>.fg.i32    int32 (x, y, z) triplets: per class, its sampled

@@ -270,6 +270,13 @@ int mp_cache_build(const char *dir, const mp_dataset_t *ds, const mp_plan_t *pla
     if ((rc = mp_mkdir_p(path))) return rc;
     snprintf(path, sizeof path, "%s/plan.json", dir);
     if ((rc = mp_plan_write(plan, path))) return rc;
+    /* The dataset description travels with the cache (and on into a run
+     * folder), so class names reach DICOM SEG segments at prediction time. */
+    char *ds_json = NULL;
+    snprintf(path, sizeof path, "%s/dataset.json", dir);
+    if (!(rc = mp_dataset_to_json(ds, &ds_json))) rc = mp_file_write_atomic(path, ds_json, strlen(ds_json));
+    free(ds_json);
+    if (rc) return rc;
     mp_dataset_cases_t cases;
     if ((rc = mp_dataset_list_cases(ds, MP_DATASET_TRAIN, &cases))) return rc;
     build_ctx_t ctx;
