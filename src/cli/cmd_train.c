@@ -195,11 +195,13 @@ static void on_event(void *user, const mp_train_event_t *ev) {
 /* ---- Ctrl-C ---- */
 
 static volatile sig_atomic_t g_stop;
+static int g_signal_silent; /* ranks other than 0 do not echo the signal */
 
 static void on_sigint(int sig) {
     (void)sig;
     static const char msg[] = "\nmedpipe train: stopping after this step (Ctrl-C again aborts without saving)\n";
     g_stop = 1;
+    if (g_signal_silent) return;
     ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)w;
 }
@@ -271,32 +273,39 @@ int mp_cli_train(int argc, char **argv) {
     c.t.progress = on_event;
     c.t.progress_user = &view;
     c.t.stop = &g_stop;
-    struct sigaction sa, old;
+    struct sigaction sa, old, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sa.sa_flags = (int)SA_RESETHAND; /* a second Ctrl-C kills at once */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old);
+    /* mpirun turns Ctrl-C into SIGTERM for every rank (then SIGKILL after a
+     * grace period): the ranks agree to stop after the step and rank 0
+     * saves, if the grace period allows; checkpoint_last stays whole anyway. */
+    g_signal_silent = mp_dist_rank() != 0;
+    if (mp_dist_size() > 1) sigaction(SIGTERM, &sa, &old_term);
     mp_train_result_t res;
     memset(&res, 0, sizeof res);
     int rc = mp_train_run(&c.t, &res);
     sigaction(SIGINT, &old, NULL);
+    if (mp_dist_size() > 1) sigaction(SIGTERM, &old_term, NULL);
     if (view.started && !view.quiet) mp_progress_finish(&view.bar, NULL);
     if (rc < 0) {
         rc = fail_rank(&res);
         mp_dist_finalize();
         return rc;
     }
-    int rank = mp_dist_rank();
-    mp_dist_finalize();
-    if (rc == MP_TRAIN_STOPPED && rank != 0) return MP_EXIT_INTERRUPT;
-    if (rc == MP_TRAIN_STOPPED) {
+    /* Messages before finalize: under mpirun a rank that exits non-zero
+     * first gets the others killed. */
+    if (rc == MP_TRAIN_STOPPED && mp_dist_rank() == 0)
         fprintf(stderr,
                 "medpipe train: stopped at epoch %lld, step %lld; %s/checkpoint_last saved. Continue with:\n"
-                "  medpipe train %s --out %s --resume\n",
-                (long long)res.epoch + 1, (long long)res.step, c.t.run_dir, cache, c.t.run_dir);
-        return MP_EXIT_INTERRUPT;
-    }
+                "  %smedpipe train %s --out %s --resume\n",
+                (long long)res.epoch + 1, (long long)res.step, c.t.run_dir, mp_dist_size() > 1 ? "mpirun ... " : "",
+                cache, c.t.run_dir);
+    fflush(stderr);
+    mp_dist_finalize();
+    if (rc == MP_TRAIN_STOPPED) return MP_EXIT_INTERRUPT;
     if (!c.quiet) {
         printf("trained %lld epochs (%lld steps, %lld this run) into %s: last loss %.4f", (long long)res.epoch,
                (long long)res.step, (long long)res.steps_run, c.t.run_dir, res.last_loss);

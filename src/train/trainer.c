@@ -204,17 +204,17 @@ static int log_start(tr_t *t, int resume) {
     snprintf(patch, sizeof patch, "%lldx%lldx%lld", (long long)c->patch[0], (long long)c->patch[1],
              (long long)c->patch[2]);
     return TR_RECORD(t, MP_JF_STR("event", resume ? "resume" : "start"),
-                           MP_JF_INT("epoch", t->pos.epoch), MP_JF_INT("step", t->pos.global_step),
-                           MP_JF_INT("epochs", t->set.epochs), MP_JF_INT("iters_per_epoch", t->set.iters_per_epoch),
-                           MP_JF_INT("batch", t->spec.unet.batch), MP_JF_INT("ranks", t->size),
-                           MP_JF_INT("local_batch", c->batch), MP_JF_STR("patch_dhw", patch),
-                           MP_JF_INT("stages", c->n_stages), MP_JF_INT("features0", c->features[0]),
-                           MP_JF_INT("params", mp_unet_param_count(t->unet)),
-                           MP_JF_STR("optimizer", t->set.opt.kind == MP_OPT_ADAMW ? "adamw" : "sgd"),
-                           MP_JF_F64("lr", t->set.opt.lr), MP_JF_INT("threads", t->o->threads),
-                           MP_JF_STR("engine", mp_unet_uses_ref(t->unet) ? "ref" : "cpu"),
-                           MP_JF_INT("train_cases", t->n_train), MP_JF_INT("val_cases", t->n_val),
-                           MP_JF_BOOL("deep_supervision", c->deep_supervision), MP_JF_BOOL("augment", t->set.augment));
+                     MP_JF_INT("epoch", t->pos.epoch), MP_JF_INT("step", t->pos.global_step),
+                     MP_JF_INT("epochs", t->set.epochs), MP_JF_INT("iters_per_epoch", t->set.iters_per_epoch),
+                     MP_JF_INT("batch", t->spec.unet.batch), MP_JF_INT("ranks", t->size),
+                     MP_JF_INT("local_batch", c->batch), MP_JF_STR("patch_dhw", patch),
+                     MP_JF_INT("stages", c->n_stages), MP_JF_INT("features0", c->features[0]),
+                     MP_JF_INT("params", mp_unet_param_count(t->unet)),
+                     MP_JF_STR("optimizer", t->set.opt.kind == MP_OPT_ADAMW ? "adamw" : "sgd"),
+                     MP_JF_F64("lr", t->set.opt.lr), MP_JF_INT("threads", t->o->threads),
+                     MP_JF_STR("engine", mp_unet_uses_ref(t->unet) ? "ref" : "cpu"),
+                     MP_JF_INT("train_cases", t->n_train), MP_JF_INT("val_cases", t->n_val),
+                     MP_JF_BOOL("deep_supervision", c->deep_supervision), MP_JF_BOOL("augment", t->set.augment));
 }
 
 /* Every rank must hold the same parameters after an update (debug aid,
@@ -277,8 +277,8 @@ static int epoch_end(tr_t *t, double epoch_s, int stopping, int64_t first) {
     double mean = p->epoch_loss_n ? p->epoch_loss_sum / (double)p->epoch_loss_n : NAN;
     int last = epoch + 1 == t->set.epochs, due = (epoch + 1) % t->set.val_every == 0 || last;
     int rc = TR_RECORD(t, MP_JF_STR("event", "epoch"), MP_JF_INT("epoch", epoch),
-                             MP_JF_INT("step", p->global_step), MP_JF_F64("mean_loss", mean),
-                             MP_JF_INT("skipped", p->skipped), MP_JF_F64("time_s", epoch_s));
+                       MP_JF_INT("step", p->global_step), MP_JF_F64("mean_loss", mean),
+                       MP_JF_INT("skipped", p->skipped), MP_JF_F64("time_s", epoch_s));
     mp_train_event_t ev;
     event_base(t, &ev, MP_TRAIN_EV_EPOCH, first);
     ev.loss = mean;
@@ -340,16 +340,15 @@ static int train_step(tr_t *t, tr_acc_t *acc, int64_t first) {
     p->last_loss = loss;
     p->step_in_epoch++;
     p->global_step++;
-    if (t->o->check_replicas && t->size > 1 && (rc = check_replicas(t))) return rc;
     double step_s = mp_time_now() - t0, pps = step_s > 0 ? (double)t->spec.unet.batch / step_s : 0;
     acc->step_s += step_s;
     acc->wait_s += wait;
     acc->steps++;
     if (skipped || p->global_step % t->set.log_every == 0 || p->global_step == first + 1)
         rc = TR_RECORD(t, MP_JF_STR("event", "step"), MP_JF_INT("epoch", p->epoch),
-                             MP_JF_INT("step", p->global_step), MP_JF_F64("loss", loss), MP_JF_F64("lr", lr),
-                             MP_JF_F64("grad_norm", gn), MP_JF_F64("data_wait_s", wait), MP_JF_F64("step_s", step_s),
-                             MP_JF_F64("patches_per_s", pps), MP_JF_BOOL("skipped", skipped));
+                       MP_JF_INT("step", p->global_step), MP_JF_F64("loss", loss), MP_JF_F64("lr", lr),
+                       MP_JF_F64("grad_norm", gn), MP_JF_F64("data_wait_s", wait), MP_JF_F64("step_s", step_s),
+                       MP_JF_F64("patches_per_s", pps), MP_JF_BOOL("skipped", skipped));
     mp_train_event_t ev;
     event_base(t, &ev, MP_TRAIN_EV_STEP, first);
     ev.loss = loss;
@@ -360,6 +359,7 @@ static int train_step(tr_t *t, tr_acc_t *acc, int64_t first) {
     ev.patches_per_s = pps;
     ev.skipped = skipped;
     emit(t, &ev);
+    if (!rc && t->o->check_replicas && t->size > 1) rc = check_replicas(t);
     return rc;
 }
 
@@ -381,7 +381,7 @@ static int loop(tr_t *t, tr_acc_t *acc) {
         if (stop_requested(t)) {
             if (t->saved_step != t->pos.global_step && (rc = tr_save_last(t))) return rc;
             TR_RECORD(t, MP_JF_STR("event", "stop"), MP_JF_INT("epoch", t->pos.epoch),
-                            MP_JF_INT("step", t->pos.global_step));
+                      MP_JF_INT("step", t->pos.global_step));
             return MP_TRAIN_STOPPED;
         }
         if ((rc = train_step(t, acc, first))) return rc;
@@ -392,8 +392,8 @@ static int loop(tr_t *t, tr_acc_t *acc) {
     }
     if (t->saved_step != t->pos.global_step && (rc = tr_save_last(t))) return rc;
     TR_RECORD(t, MP_JF_STR("event", "end"), MP_JF_INT("epoch", t->pos.epoch),
-                    MP_JF_INT("step", t->pos.global_step), MP_JF_F64("best", t->best),
-                    MP_JF_INT("best_epoch", t->best_epoch));
+              MP_JF_INT("step", t->pos.global_step), MP_JF_F64("best", t->best),
+              MP_JF_INT("best_epoch", t->best_epoch));
     return MP_OK;
 }
 

@@ -7,13 +7,16 @@ normalisation; measured 1.3e-4), the final validation Dice agrees within
 every step (MEDPIPE_CHECK_REPLICAS=1), rank 0 alone speaks; a run resumes
 with another rank count and continues the global step; a global batch not
 divisible by the ranks is a usage error; a rank failing mid-run stops the
-job and leaves checkpoint_last intact. Needs Open MPI's mpirun (openmpi-bin,
+job and leaves checkpoint_last intact; Ctrl-C on mpirun stops every rank
+after the same step with a resumable checkpoint. Needs Open MPI's mpirun (openmpi-bin,
 in scripts/deps.sh): without it this test FAILS."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mptest  # noqa: E402
@@ -170,5 +173,30 @@ def test_rank_failure_stops_job():
     assert [s for s, _ in losses(read_log(run))][-1] == 20
 
 
+def test_ctrl_c_under_mpirun():
+    """mpirun turns SIGINT into SIGTERM for the ranks: they agree to stop after
+    the same step, rank 0 saves, and one rank resumes from there."""
+    run = os.path.join(SCRATCH, "ctrl_c")
+    cmd = [mpirun(), "--allow-run-as-root", "--oversubscribe", "-np", "2", mptest.MEDPIPE, "train", CACHE,
+           "--out", run, "--epochs", 1, "--threads", 1] + NET
+    cmd = [str(a) for a in cmd]
+    cmd[cmd.index("--iters-per-epoch") + 1] = "60"
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpirun_env())
+    logp = os.path.join(run, "log.jsonl")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(logp) and sum(1 for _ in open(logp)) >= 4:  # start + 3 steps
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode != 0, (p.returncode, err)
+    stops = [e for e in read_log(run) if e["event"] == "stop"]
+    assert len(stops) == 1 and 3 <= stops[0]["step"] < 60, (stops, err)
+    assert "checkpoint_last saved" in err and "--resume" in err, err
+    train(1, CACHE, "--out", run, "--resume", "--threads", 1, "--quiet")
+    assert [s for s, _ in losses(read_log(run))] == list(range(1, 61))
+
+
 mptest.run_tests([test_two_ranks_match_one, test_resume_with_other_rank_count, test_batch_not_divisible,
-                  test_rank_failure_stops_job])
+                  test_rank_failure_stops_job, test_ctrl_c_under_mpirun])
