@@ -21,7 +21,24 @@
  * ahead of the state, which resume detects and refuses with a message that
  * names both steps (it never continues from a mismatched pair).
  * checkpoint_best.safetensors records its metric in its own metadata and is
- * written before the pair, so resume reads the best value from it. */
+ * written before the pair, so resume reads the best value from it.
+ *
+ * Data parallelism: when mp_dist_init (medpipe/dist.h) set up a world of N
+ * ranks before mp_train_run, every rank calls mp_train_run with the same
+ * options and they train one model: the batch is the GLOBAL batch (divisible
+ * by N), rank r's loader makes global samples r*B/N .. (r+1)*B/N-1 of each
+ * batch, rank 0's initial weights are broadcast, gradients are averaged
+ * during the backward pass (mp_dist_grad_t through the U-Net's gradient
+ * hook), and every rank applies the same update. With the default loss
+ * (batch_dice 0: a mean over samples) the averaged gradient is the global
+ * batch's gradient, so N ranks follow the 1-process run up to floating-point
+ * reassociation. Logged losses are rank averages; validation case i runs on
+ * rank i % N with the TP/FP/FN counts summed, so Dice is the 1-process
+ * figure. Only rank 0 writes files (log, checkpoints) and calls the progress
+ * callback. The state is rank-independent: a run resumes with any N that
+ * divides its batch. Setup errors are agreed (every rank returns an error);
+ * a later error on one rank leaves the others waiting in a collective, so
+ * the caller must then call mp_dist_abort. */
 #ifndef MEDPIPE_TRAIN_H
 #define MEDPIPE_TRAIN_H
 
@@ -79,6 +96,8 @@ typedef struct {
     int deep_supervision;        /* 0 */
     int augment;                 /* 1: nnU-Net's augmentations; 0: patches only */
     int64_t log_every;           /* a log.jsonl step line every this many steps; 1 */
+    int check_replicas;          /* data parallel: check after every step that all ranks hold the
+                                    same parameters (always checked at epoch ends); 0 */
     int resume;                  /* continue RUN from checkpoint_last; the run's settings apply */
     mp_train_progress_fn progress; /* may be NULL */
     void *progress_user;
@@ -99,6 +118,8 @@ typedef struct {
     double last_dice;         /* mean foreground Dice of the last validation (NaN: none) */
     double mean_step_s;       /* mean wall time of a step in this call (data wait included) */
     double mean_data_wait_s;  /* mean time spent waiting for the loader */
+    int error_on_all_ranks;   /* data parallel: the error was agreed at setup, every rank returns it
+                                 (no mp_dist_abort needed) */
 } mp_train_result_t;
 
 /* Trains (or resumes) as described at the top of this file. Returns MP_OK

@@ -18,6 +18,8 @@ int mp_cli_synth(int argc, char **argv);
 int mp_cli_evaluate(int argc, char **argv);
 int mp_cli_doctor(int argc, char **argv);
 int mp_cli_bench(int argc, char **argv);
+/* medpipe bench table (src/cli/bench_table.c); argv[1] is "table". */
+int mp_cli_bench_table(int argc, char **argv);
 int mp_cli_preprocess(int argc, char **argv);
 int mp_cli_train(int argc, char **argv);
 int mp_cli_predict(int argc, char **argv);

@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: medpipe bench unet [--patch 64] [--batch 2] [--features 32,64,128,256,320] [--steps 3]\n"
+    fprintf(f, "usage: medpipe bench table [--quick] (see 'medpipe bench table --help')\n"
+               "       medpipe bench unet [--patch 64] [--batch 2] [--features 32,64,128,256,320] [--steps 3]\n"
                "                          [--threads 2] [--torch PYTHON|none]\n"
                "Times nnU-Net's plain conv U-Net (fp32) and, with --torch (default: .cache/venv-torch/bin/python\n"
                "when present), the same network in PyTorch (bench/torch_unet.py). Last line: JSON.\n");
@@ -63,7 +64,9 @@ int mp_cli_bench(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? MP_EXIT_USAGE : MP_EXIT_OK;
     }
-    if (strcmp(argv[1], "unet") != 0) return mp_cli_usage_error("bench", "unknown benchmark '%s' (try 'unet')", argv[1]);
+    if (strcmp(argv[1], "table") == 0) return mp_cli_bench_table(argc, argv);
+    if (strcmp(argv[1], "unet") != 0)
+        return mp_cli_usage_error("bench", "unknown benchmark '%s' (try 'unet' or 'table')", argv[1]);
     mp_unet_config_t c;
     mp_unet_config_default(&c);
     c.threads = 2;

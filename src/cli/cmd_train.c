@@ -3,6 +3,7 @@
  * checkpoint (exit 130) and --resume. The work is mp_train_run. */
 #include "cli/cli.h"
 #include "medpipe/core.h"
+#include "medpipe/dist.h"
 #include "medpipe/train.h"
 
 #include <math.h>
@@ -24,6 +25,11 @@ static void usage(FILE *f) {
             "and at the end; with --val-cases 0 checkpoint_best follows the lowest mean training loss.\n"
             "Ctrl-C finishes the current step, saves checkpoint_last and exits 130; --resume continues exactly\n"
             "(same weights as an uninterrupted run with the same --threads).\n\n"
+            "Data parallel: 'mpirun -np N medpipe train ...' trains one model on N processes. --batch is the\n"
+            "global batch (divisible by N; each rank takes batch/N disjoint patches), gradients are averaged\n"
+            "over the ranks, rank 0 alone writes RUN/, validation cases are shared out, and --threads defaults\n"
+            "to the CPUs per rank on the node. A run resumes with any N dividing its batch.\n"
+            "MEDPIPE_CHECK_REPLICAS=1 checks after every step that all ranks hold the same weights.\n\n"
             "options:\n"
             "  --out RUN                run folder (created)\n"
             "  --epochs E               epochs (default 1000; with --resume: extend the run to E)\n"
@@ -36,7 +42,7 @@ static void usage(FILE *f) {
             "  --lr X                   initial learning rate (poly decay, exponent 0.9, over all steps)\n"
             "  --weight-decay X         weight decay (default: the optimizer's)\n"
             "  --seed S                 weights and batches (default 12345)\n"
-            "  --threads T              compute threads (default: all CPUs)\n"
+            "  --threads T              compute threads per process (default: all CPUs, or CPUs / ranks)\n"
             "  --workers W              loader threads (default: 1; 0 = in the training thread)\n"
             "  --val-cases N            held-out cases (default: 1/5 of the cases, at least 1)\n"
             "  --val-every K            validate every K epochs (default 1)\n"
@@ -109,7 +115,7 @@ static int value_opt(tr_cli_t *c, const char *a, const char *v) {
     return rc;
 }
 
-static int parse_args(int argc, char **argv, tr_cli_t *c, const char **cache) {
+static int parse_args(int argc, char **argv, tr_cli_t *c, const char **cache, int *batch_given) {
     static const char *const flags_with_value[] = {
         "--out", "--epochs", "--iters-per-epoch", "--batch", "--patch", "--features", "--stages", "--optimizer",
         "--lr", "--weight-decay", "--seed", "--threads", "--workers", "--val-cases", "--val-every", "--log-every"};
@@ -123,6 +129,7 @@ static int parse_args(int argc, char **argv, tr_cli_t *c, const char **cache) {
             return 1;
         } else if (takes) {
             if (i + 1 >= argc) return mp_cli_usage_error("train", "%s needs a value", a);
+            *batch_given |= !strcmp(a, "--batch");
             int rc = value_opt(c, a, argv[++i]);
             if (rc) return rc;
         } else if (!strcmp(a, "--deep-supervision")) c->t.deep_supervision = 1, c->fixed = a;
@@ -188,13 +195,60 @@ static void on_event(void *user, const mp_train_event_t *ev) {
 /* ---- Ctrl-C ---- */
 
 static volatile sig_atomic_t g_stop;
+static int g_signal_silent; /* ranks other than 0 do not echo the signal */
 
 static void on_sigint(int sig) {
     (void)sig;
     static const char msg[] = "\nmedpipe train: stopping after this step (Ctrl-C again aborts without saving)\n";
     g_stop = 1;
+    if (g_signal_silent) return;
     ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)w;
+}
+
+/* ---- ranks ---- */
+
+/* Ranks other than 0 print errors only, each tagged with its rank. */
+static void log_rank_errors(mp_log_level_t level, const char *msg, void *user) {
+    (void)user;
+    if (level >= MP_LOG_ERROR)
+        fprintf(stderr, "medpipe train: rank %d of %d: %s\n", mp_dist_rank(), mp_dist_size(), msg);
+}
+
+/* Starts the world (MPI under mpirun) and applies the per-rank defaults.
+ * Returns 0, or an exit status. */
+static int start_world(int *argc, char ***argv, tr_cli_t *c, int batch_given) {
+    if (mp_dist_init(argc, argv)) return mp_cli_fail("train");
+    int n = mp_dist_size();
+    if (n == 1) return 0;
+    if (mp_dist_rank() != 0) {
+        mp_log_set_callback(log_rank_errors, NULL);
+        c->quiet = 1;
+    }
+    if (batch_given && c->t.batch % n != 0) {
+        int rc = MP_EXIT_USAGE;
+        if (mp_dist_rank() == 0)
+            rc = mp_cli_usage_error("train", "--batch %d is the global batch: it must be divisible by the %d ranks",
+                                    c->t.batch, n);
+        return rc;
+    }
+    if (c->t.threads <= 0) c->t.threads = mp_dist_threads_per_rank();
+    return 0;
+}
+
+/* A failed rank: its message, then (several ranks, error not agreed by all)
+ * the whole job stops, since the others wait in a collective. */
+static int fail_rank(const mp_train_result_t *res) {
+    if (mp_dist_size() == 1) return mp_cli_fail("train");
+    char msg[1200];
+    snprintf(msg, sizeof msg, "%s", mp_error_message());
+    fprintf(stderr, "medpipe train: rank %d of %d: %s\n", mp_dist_rank(), mp_dist_size(), msg[0] ? msg : "failed");
+    fflush(stderr);
+    if (!res->error_on_all_ranks) {
+        mp_log_set_callback(NULL, NULL); /* the message is out already */
+        mp_dist_abort(msg);
+    }
+    return MP_EXIT_FAIL;
 }
 
 int mp_cli_train(int argc, char **argv) {
@@ -203,8 +257,15 @@ int mp_cli_train(int argc, char **argv) {
     mp_train_opts_init(&c.t);
     c.t.workers = 1;
     const char *cache = NULL;
-    int r = parse_args(argc, argv, &c, &cache);
+    int batch_given = 0;
+    int r = parse_args(argc, argv, &c, &cache, &batch_given);
     if (r) return r == 1 ? MP_EXIT_OK : r;
+    if ((r = start_world(&argc, &argv, &c, batch_given))) {
+        mp_dist_finalize();
+        return r;
+    }
+    const char *chk = getenv("MEDPIPE_CHECK_REPLICAS");
+    c.t.check_replicas = chk && !strcmp(chk, "1");
     c.t.cache_dir = cache;
     tr_view_t view;
     memset(&view, 0, sizeof view);
@@ -212,24 +273,39 @@ int mp_cli_train(int argc, char **argv) {
     c.t.progress = on_event;
     c.t.progress_user = &view;
     c.t.stop = &g_stop;
-    struct sigaction sa, old;
+    struct sigaction sa, old, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sa.sa_flags = (int)SA_RESETHAND; /* a second Ctrl-C kills at once */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old);
+    /* mpirun turns Ctrl-C into SIGTERM for every rank (then SIGKILL after a
+     * grace period): the ranks agree to stop after the step and rank 0
+     * saves, if the grace period allows; checkpoint_last stays whole anyway. */
+    g_signal_silent = mp_dist_rank() != 0;
+    if (mp_dist_size() > 1) sigaction(SIGTERM, &sa, &old_term);
     mp_train_result_t res;
+    memset(&res, 0, sizeof res);
     int rc = mp_train_run(&c.t, &res);
     sigaction(SIGINT, &old, NULL);
+    if (mp_dist_size() > 1) sigaction(SIGTERM, &old_term, NULL);
     if (view.started && !view.quiet) mp_progress_finish(&view.bar, NULL);
-    if (rc < 0) return mp_cli_fail("train");
-    if (rc == MP_TRAIN_STOPPED) {
+    if (rc < 0) {
+        rc = fail_rank(&res);
+        mp_dist_finalize();
+        return rc;
+    }
+    /* Messages before finalize: under mpirun a rank that exits non-zero
+     * first gets the others killed. */
+    if (rc == MP_TRAIN_STOPPED && mp_dist_rank() == 0)
         fprintf(stderr,
                 "medpipe train: stopped at epoch %lld, step %lld; %s/checkpoint_last saved. Continue with:\n"
-                "  medpipe train %s --out %s --resume\n",
-                (long long)res.epoch + 1, (long long)res.step, c.t.run_dir, cache, c.t.run_dir);
-        return MP_EXIT_INTERRUPT;
-    }
+                "  %smedpipe train %s --out %s --resume\n",
+                (long long)res.epoch + 1, (long long)res.step, c.t.run_dir, mp_dist_size() > 1 ? "mpirun ... " : "",
+                cache, c.t.run_dir);
+    fflush(stderr);
+    mp_dist_finalize();
+    if (rc == MP_TRAIN_STOPPED) return MP_EXIT_INTERRUPT;
     if (!c.quiet) {
         printf("trained %lld epochs (%lld steps, %lld this run) into %s: last loss %.4f", (long long)res.epoch,
                (long long)res.step, (long long)res.steps_run, c.t.run_dir, res.last_loss);

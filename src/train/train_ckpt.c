@@ -96,6 +96,10 @@ static char *settings_json(const tr_t *t) {
 }
 
 int tr_save_last(tr_t *t) {
+    if (t->rank != 0) { /* one writer: rank 0's files are the run's */
+        t->saved_step = t->pos.global_step;
+        return MP_OK;
+    }
     char step[64], epoch[64];
     snprintf(step, sizeof step, "global_step=%lld", (long long)t->pos.global_step);
     snprintf(epoch, sizeof epoch, "epoch=%lld", (long long)t->pos.epoch);
@@ -112,6 +116,7 @@ int tr_save_last(tr_t *t) {
 }
 
 int tr_save_best(tr_t *t, double metric, const char *criterion) {
+    if (t->rank != 0) return MP_OK;
     char m[64], crit[64], step[64], epoch[64];
     snprintf(m, sizeof m, "metric=%.17g", metric);
     snprintf(crit, sizeof crit, "criterion=%s", criterion);

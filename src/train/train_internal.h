@@ -4,6 +4,7 @@
 #ifndef MP_TRAIN_INTERNAL_H
 #define MP_TRAIN_INTERNAL_H
 
+#include "medpipe/dist.h"
 #include "medpipe/jsonl.h"
 #include "medpipe/loader.h"
 #include "medpipe/model.h"
@@ -53,7 +54,17 @@ typedef struct {
     double last_dice;
     int64_t saved_step;      /* global step of the last checkpoint_last written (-1 none) */
     char path_last[4200], path_state[4200], path_best[4200];
+    /* data parallelism (train_dist.c): the mp_dist world at the start */
+    int rank, size;          /* size 1: a plain single-process run */
+    int local_batch;         /* this rank's share of the global batch */
+    mp_dist_grad_t dgrad;    /* gradient averaging fed by the U-Net's hook */
+    int dgrad_on;
+    int setup_failed_all;    /* setup failed and every rank knows it */
+    int stop_agreed;         /* some rank saw the stop flag (agreed at the last step) */
 } tr_t;
+
+/* Log lines come from rank 0 only; other ranks keep no log open. */
+#define TR_RECORD(t, ...) ((t)->rank == 0 ? mp_jsonl_record(&(t)->log, __VA_ARGS__) : MP_OK)
 
 /* train_ckpt.c */
 void tr_ids_hash(const mp_cache_t *c, char out[17]);
@@ -69,6 +80,26 @@ int tr_load_last(tr_t *t);
 int tr_read_best(tr_t *t);
 /* The preprocessing parts of the run's plan and the cache's plan agree. */
 int tr_check_same_cache(const tr_t *t);
+
+/* train_dist.c: everything that differs with more than one rank; each is a
+ * no-op (or the plain single-process behaviour) in a world of one. */
+/* The local batch (global / ranks) or an error naming both numbers. */
+int tr_dist_local_batch(tr_t *t);
+/* After the weights exist: rank 0's weights to every rank, gradient hook. */
+int tr_dist_start(tr_t *t);
+void tr_dist_deinit(tr_t *t);
+/* Every rank learns whether every rank's setup succeeded (rc: this rank's
+ * status); a rank that succeeded returns an error naming the failed ranks. */
+int tr_dist_agree_setup(tr_t *t, int rc);
+/* After forward/backward: waits for the averaged gradient and averages the
+ * loss over ranks (*bad: some rank had a non-finite loss, then *loss NaN);
+ * agrees the stop flag. */
+int tr_dist_after_backward(tr_t *t, double *loss, int *bad);
+/* Hashes the parameters, checks that all ranks hold the same bits (an
+ * error otherwise), writes the hash as 16 hex digits. */
+int tr_dist_check_params(tr_t *t, char hex[17]);
+/* Sums n counts over ranks in place (exact up to 2^53). */
+int tr_dist_sum_counts(int64_t *cnt, int n);
 
 /* train_val.c: Dice per class over the validation cases (dice: K entries). */
 int tr_validate(tr_t *t, double *dice, double *mean_fg);

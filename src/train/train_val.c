@@ -54,8 +54,12 @@ int tr_validate(tr_t *t, double *dice, double *mean_fg) {
     mp_unet_net_t adapter;
     mp_infer_net_t net;
     int rc = mp_unet_net_init(&adapter, t->unet, &net);
-    for (int64_t i = 0; !rc && i < t->n_val; i++) rc = validate_case(t, &net, t->val_idx[i], tp, fp, fn);
+    /* Data parallel: case i on rank i % ranks, counts summed over ranks, so
+     * the Dice is the one a single process computes. */
+    for (int64_t i = t->rank; !rc && i < t->n_val; i += t->size)
+        rc = validate_case(t, &net, t->val_idx[i], tp, fp, fn);
     mp_unet_net_deinit(&adapter);
+    if (!rc) rc = tr_dist_sum_counts(cnt, 3 * K);
     double sum = 0;
     int n = 0;
     for (int k = 0; k < K; k++) {

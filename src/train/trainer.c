@@ -75,7 +75,10 @@ static int fresh_settings(tr_t *t) {
 static int create_net(tr_t *t, mp_opt_kind_t kind) {
     mp_unet_config_t c = t->spec.unet;
     c.threads = t->o->threads;
-    int rc = mp_unet_create(&t->unet, &c);
+    int rc = tr_dist_local_batch(t);
+    if (rc) return rc;
+    c.batch = t->local_batch; /* model.json keeps the global batch */
+    rc = mp_unet_create(&t->unet, &c);
     if (rc) return rc;
     if (kind != t->set.opt.kind) return mp_error_set(MP_ERR_INTERNAL, "optimizer kind disagrees with the settings");
     return mp_opt_init(&t->opt, &t->set.opt, mp_unet_param_count(t->unet));
@@ -85,7 +88,7 @@ static int setup_fresh(tr_t *t) {
     if (mp_file_is_regular(t->path_state))
         return mp_error_set(MP_ERR_ARG, "%s: already holds a training run (%s); resume it or choose another folder",
                             t->o->run_dir, "checkpoint_last.state");
-    if (mp_file_is_regular(t->path_best) && remove(t->path_best) != 0) /* a stale best must not outlive its run */
+    if (t->rank == 0 && mp_file_is_regular(t->path_best) && remove(t->path_best) != 0) /* a stale best must not outlive its run */
         return mp_error_set(MP_ERR_IO, "%s: cannot remove the previous run's file", t->path_best);
     mp_plan_t plan = t->cache.plan;
     int rc = plan_with_overrides(&plan, t->o);
@@ -93,13 +96,15 @@ static int setup_fresh(tr_t *t) {
     if (!rc) rc = mp_model_spec_from_plan(&t->spec, &plan);
     if (rc) return rc;
     t->spec.unet.deep_supervision = t->o->deep_supervision ? 1 : 0;
-    if ((rc = mp_model_spec_write(t->o->run_dir, &t->spec)) || (rc = create_net(t, t->set.opt.kind))) return rc;
+    if ((t->rank == 0 && (rc = mp_model_spec_write(t->o->run_dir, &t->spec))) ||
+        (rc = create_net(t, t->set.opt.kind)))
+        return rc;
     mp_unet_init_weights(t->unet, t->set.seed);
     t->best = NAN;
     t->best_epoch = -1;
     char path[4200];
     snprintf(path, sizeof path, "%s/log.jsonl", t->o->run_dir);
-    return mp_jsonl_open(&t->log, path, 0);
+    return t->rank == 0 ? mp_jsonl_open(&t->log, path, 0) : MP_OK;
 }
 
 static int setup_resume(tr_t *t) {
@@ -122,7 +127,7 @@ static int setup_resume(tr_t *t) {
     t->saved_step = t->pos.global_step;
     char path[4200];
     snprintf(path, sizeof path, "%s/log.jsonl", t->o->run_dir);
-    return mp_jsonl_open(&t->log, path, 1);
+    return t->rank == 0 ? mp_jsonl_open(&t->log, path, 1) : MP_OK;
 }
 
 static int cmp_ids(const void *a, const void *b, const mp_cache_t *c) {
@@ -161,7 +166,9 @@ static int create_loader(tr_t *t, int resume) {
     lo.cache = &t->cache;
     lo.cases = t->train_idx;
     lo.n_cases = t->n_train;
-    lo.batch = (int)t->spec.unet.batch;
+    lo.batch = t->local_batch; /* this rank's disjoint share of the global batch */
+    lo.global_batch = t->spec.unet.batch;
+    lo.first_sample = (int64_t)t->rank * t->local_batch;
     for (int a = 0; a < 3; a++) lo.patch_dhw[a] = (int)t->spec.unet.patch[a];
     lo.iters_per_epoch = t->set.iters_per_epoch;
     lo.seed = t->set.seed;
@@ -177,7 +184,7 @@ static int create_loader(tr_t *t, int resume) {
 /* ---- events: log line + progress callback ---- */
 
 static void emit(tr_t *t, const mp_train_event_t *ev) {
-    if (t->o->progress) t->o->progress(t->o->progress_user, ev);
+    if (t->o->progress && t->rank == 0) t->o->progress(t->o->progress_user, ev);
 }
 
 static void event_base(const tr_t *t, mp_train_event_t *ev, mp_train_event_kind_t kind, int64_t first) {
@@ -196,17 +203,29 @@ static int log_start(tr_t *t, int resume) {
     char patch[64];
     snprintf(patch, sizeof patch, "%lldx%lldx%lld", (long long)c->patch[0], (long long)c->patch[1],
              (long long)c->patch[2]);
-    return mp_jsonl_record(&t->log, MP_JF_STR("event", resume ? "resume" : "start"),
-                           MP_JF_INT("epoch", t->pos.epoch), MP_JF_INT("step", t->pos.global_step),
-                           MP_JF_INT("epochs", t->set.epochs), MP_JF_INT("iters_per_epoch", t->set.iters_per_epoch),
-                           MP_JF_INT("batch", c->batch), MP_JF_STR("patch_dhw", patch),
-                           MP_JF_INT("stages", c->n_stages), MP_JF_INT("features0", c->features[0]),
-                           MP_JF_INT("params", mp_unet_param_count(t->unet)),
-                           MP_JF_STR("optimizer", t->set.opt.kind == MP_OPT_ADAMW ? "adamw" : "sgd"),
-                           MP_JF_F64("lr", t->set.opt.lr), MP_JF_INT("threads", t->o->threads),
-                           MP_JF_STR("engine", mp_unet_uses_ref(t->unet) ? "ref" : "cpu"),
-                           MP_JF_INT("train_cases", t->n_train), MP_JF_INT("val_cases", t->n_val),
-                           MP_JF_BOOL("deep_supervision", c->deep_supervision), MP_JF_BOOL("augment", t->set.augment));
+    return TR_RECORD(t, MP_JF_STR("event", resume ? "resume" : "start"),
+                     MP_JF_INT("epoch", t->pos.epoch), MP_JF_INT("step", t->pos.global_step),
+                     MP_JF_INT("epochs", t->set.epochs), MP_JF_INT("iters_per_epoch", t->set.iters_per_epoch),
+                     MP_JF_INT("batch", t->spec.unet.batch), MP_JF_INT("ranks", t->size),
+                     MP_JF_INT("local_batch", c->batch), MP_JF_STR("patch_dhw", patch),
+                     MP_JF_INT("stages", c->n_stages), MP_JF_INT("features0", c->features[0]),
+                     MP_JF_INT("params", mp_unet_param_count(t->unet)),
+                     MP_JF_STR("optimizer", t->set.opt.kind == MP_OPT_ADAMW ? "adamw" : "sgd"),
+                     MP_JF_F64("lr", t->set.opt.lr), MP_JF_INT("threads", t->o->threads),
+                     MP_JF_STR("engine", mp_unet_uses_ref(t->unet) ? "ref" : "cpu"),
+                     MP_JF_INT("train_cases", t->n_train), MP_JF_INT("val_cases", t->n_val),
+                     MP_JF_BOOL("deep_supervision", c->deep_supervision), MP_JF_BOOL("augment", t->set.augment));
+}
+
+/* Every rank must hold the same parameters after an update (debug aid,
+ * and at every epoch end): a line in the log records the hash. */
+static int check_replicas(tr_t *t) {
+    char hex[17];
+    int rc = tr_dist_check_params(t, hex);
+    if (!rc)
+        rc = TR_RECORD(t, MP_JF_STR("event", "replicas"), MP_JF_INT("step", t->pos.global_step),
+                       MP_JF_INT("ranks", t->size), MP_JF_STR("params_fnv1a", hex), MP_JF_BOOL("agree", 1));
+    return rc;
 }
 
 /* ---- validation and epoch end ---- */
@@ -236,7 +255,7 @@ static int run_validation(tr_t *t, int64_t epoch, int64_t first) {
             cJSON_AddBoolToObject(r, "best", improved);
             cJSON_AddNumberToObject(r, "cases", (double)t->n_val);
             cJSON_AddNumberToObject(r, "time_s", mp_time_now() - t0);
-            rc = mp_jsonl_write(&t->log, r);
+            rc = t->rank == 0 ? mp_jsonl_write(&t->log, r) : MP_OK;
         }
         cJSON_Delete(arr);
         cJSON_Delete(r);
@@ -257,9 +276,9 @@ static int epoch_end(tr_t *t, double epoch_s, int stopping, int64_t first) {
     int64_t epoch = p->epoch;
     double mean = p->epoch_loss_n ? p->epoch_loss_sum / (double)p->epoch_loss_n : NAN;
     int last = epoch + 1 == t->set.epochs, due = (epoch + 1) % t->set.val_every == 0 || last;
-    int rc = mp_jsonl_record(&t->log, MP_JF_STR("event", "epoch"), MP_JF_INT("epoch", epoch),
-                             MP_JF_INT("step", p->global_step), MP_JF_F64("mean_loss", mean),
-                             MP_JF_INT("skipped", p->skipped), MP_JF_F64("time_s", epoch_s));
+    int rc = TR_RECORD(t, MP_JF_STR("event", "epoch"), MP_JF_INT("epoch", epoch),
+                       MP_JF_INT("step", p->global_step), MP_JF_F64("mean_loss", mean),
+                       MP_JF_INT("skipped", p->skipped), MP_JF_F64("time_s", epoch_s));
     mp_train_event_t ev;
     event_base(t, &ev, MP_TRAIN_EV_EPOCH, first);
     ev.loss = mean;
@@ -276,6 +295,7 @@ static int epoch_end(tr_t *t, double epoch_s, int stopping, int64_t first) {
         if (stopping && !last) p->val_pending = 1; /* a stop should not wait for it; resume runs it first */
         else rc = run_validation(t, epoch, first);
     }
+    if (!rc && t->size > 1 && !t->o->check_replicas) rc = check_replicas(t);
     return rc ? rc : tr_save_last(t);
 }
 
@@ -301,6 +321,7 @@ static int train_step(tr_t *t, tr_acc_t *acc, int64_t first) {
      * then untouched): for training that is a skipped step, not an error */
     int bad_loss = rc == MP_ERR_INTERNAL && strstr(mp_error_message(), "loss is not finite");
     if (rc && !bad_loss) return rc;
+    if ((rc = tr_dist_after_backward(t, &loss, &bad_loss))) return rc;
     int64_t n = mp_unet_param_count(t->unet), total = t->set.epochs * t->set.iters_per_epoch;
     double lr = mp_lr_poly(t->set.opt.lr, p->global_step, total, TR_POLY_EXPONENT);
     double gn = bad_loss ? NAN : mp_grad_norm(mp_unet_grads(t->unet), n);
@@ -324,10 +345,10 @@ static int train_step(tr_t *t, tr_acc_t *acc, int64_t first) {
     acc->wait_s += wait;
     acc->steps++;
     if (skipped || p->global_step % t->set.log_every == 0 || p->global_step == first + 1)
-        rc = mp_jsonl_record(&t->log, MP_JF_STR("event", "step"), MP_JF_INT("epoch", p->epoch),
-                             MP_JF_INT("step", p->global_step), MP_JF_F64("loss", loss), MP_JF_F64("lr", lr),
-                             MP_JF_F64("grad_norm", gn), MP_JF_F64("data_wait_s", wait), MP_JF_F64("step_s", step_s),
-                             MP_JF_F64("patches_per_s", pps), MP_JF_BOOL("skipped", skipped));
+        rc = TR_RECORD(t, MP_JF_STR("event", "step"), MP_JF_INT("epoch", p->epoch),
+                       MP_JF_INT("step", p->global_step), MP_JF_F64("loss", loss), MP_JF_F64("lr", lr),
+                       MP_JF_F64("grad_norm", gn), MP_JF_F64("data_wait_s", wait), MP_JF_F64("step_s", step_s),
+                       MP_JF_F64("patches_per_s", pps), MP_JF_BOOL("skipped", skipped));
     mp_train_event_t ev;
     event_base(t, &ev, MP_TRAIN_EV_STEP, first);
     ev.loss = loss;
@@ -338,12 +359,15 @@ static int train_step(tr_t *t, tr_acc_t *acc, int64_t first) {
     ev.patches_per_s = pps;
     ev.skipped = skipped;
     emit(t, &ev);
+    if (!rc && t->o->check_replicas && t->size > 1) rc = check_replicas(t);
     return rc;
 }
 
 /* ---- the run ---- */
 
-static int stop_requested(const tr_t *t) { return t->o->stop && *t->o->stop; }
+/* With several ranks the flag seen by any rank at the last step counts, so
+ * that all stop after the same step. */
+static int stop_requested(const tr_t *t) { return t->size > 1 ? t->stop_agreed : t->o->stop && *t->o->stop; }
 
 static int loop(tr_t *t, tr_acc_t *acc) {
     int64_t first = t->pos.global_step;
@@ -356,8 +380,8 @@ static int loop(tr_t *t, tr_acc_t *acc) {
     while (t->pos.epoch < t->set.epochs) {
         if (stop_requested(t)) {
             if (t->saved_step != t->pos.global_step && (rc = tr_save_last(t))) return rc;
-            mp_jsonl_record(&t->log, MP_JF_STR("event", "stop"), MP_JF_INT("epoch", t->pos.epoch),
-                            MP_JF_INT("step", t->pos.global_step));
+            TR_RECORD(t, MP_JF_STR("event", "stop"), MP_JF_INT("epoch", t->pos.epoch),
+                      MP_JF_INT("step", t->pos.global_step));
             return MP_TRAIN_STOPPED;
         }
         if ((rc = train_step(t, acc, first))) return rc;
@@ -367,13 +391,14 @@ static int loop(tr_t *t, tr_acc_t *acc) {
         }
     }
     if (t->saved_step != t->pos.global_step && (rc = tr_save_last(t))) return rc;
-    mp_jsonl_record(&t->log, MP_JF_STR("event", "end"), MP_JF_INT("epoch", t->pos.epoch),
-                    MP_JF_INT("step", t->pos.global_step), MP_JF_F64("best", t->best),
-                    MP_JF_INT("best_epoch", t->best_epoch));
+    TR_RECORD(t, MP_JF_STR("event", "end"), MP_JF_INT("epoch", t->pos.epoch),
+              MP_JF_INT("step", t->pos.global_step), MP_JF_F64("best", t->best),
+              MP_JF_INT("best_epoch", t->best_epoch));
     return MP_OK;
 }
 
 static void tr_deinit(tr_t *t) {
+    tr_dist_deinit(t);
     mp_loader_free(t->loader);
     mp_opt_deinit(&t->opt);
     mp_unet_free(t->unet);
@@ -394,6 +419,7 @@ static void fill_result(const tr_t *t, const tr_acc_t *acc, mp_train_result_t *r
     res->last_dice = t->last_dice;
     res->mean_step_s = acc->steps ? acc->step_s / (double)acc->steps : 0;
     res->mean_data_wait_s = acc->steps ? acc->wait_s / (double)acc->steps : 0;
+    res->error_on_all_ranks = t->setup_failed_all;
 }
 
 int mp_train_run(const mp_train_opts_t *o, mp_train_result_t *res) {
@@ -407,6 +433,8 @@ int mp_train_run(const mp_train_opts_t *o, mp_train_result_t *res) {
     t->saved_step = -1;
     t->last_dice = NAN;
     t->pos.last_loss = NAN;
+    t->rank = mp_dist_rank();
+    t->size = mp_dist_size();
     snprintf(t->path_last, sizeof t->path_last, "%s/checkpoint_last.safetensors", o->run_dir);
     snprintf(t->path_state, sizeof t->path_state, "%s/checkpoint_last.state", o->run_dir);
     snprintf(t->path_best, sizeof t->path_best, "%s/checkpoint_best.safetensors", o->run_dir);
@@ -417,6 +445,8 @@ int mp_train_run(const mp_train_opts_t *o, mp_train_result_t *res) {
     if (!rc) rc = make_split(t);
     if (!rc) rc = create_loader(t, o->resume);
     if (!rc && !(t->pool = mp_pool_create(o->threads))) rc = mp_error_set(MP_ERR_NOMEM, "cannot start threads");
+    rc = tr_dist_agree_setup(t, rc);
+    if (!rc) rc = tr_dist_start(t);
     if (!rc) rc = log_start(t, o->resume);
     if (!rc) rc = loop(t, &acc);
     if (res) {
