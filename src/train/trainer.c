@@ -84,6 +84,21 @@ static int create_net(tr_t *t, mp_opt_kind_t kind) {
     return mp_opt_init(&t->opt, &t->set.opt, mp_unet_param_count(t->unet));
 }
 
+/* CACHE/dataset.json (class names) into the run folder, for DICOM SEG
+ * segment names at prediction; caches made before it was kept lack it. */
+static int copy_dataset_json(const char *cache_dir, const char *run_dir) {
+    char src[4200], dst[4200];
+    snprintf(src, sizeof src, "%s/dataset.json", cache_dir);
+    snprintf(dst, sizeof dst, "%s/dataset.json", run_dir);
+    if (!mp_file_is_regular(src)) return MP_OK;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = mp_file_read_all(src, &buf, &len);
+    if (!rc) rc = mp_file_write_atomic(dst, buf, len);
+    free(buf);
+    return rc;
+}
+
 static int setup_fresh(tr_t *t) {
     if (mp_file_is_regular(t->path_state))
         return mp_error_set(MP_ERR_ARG, "%s: already holds a training run (%s); resume it or choose another folder",
@@ -96,7 +111,8 @@ static int setup_fresh(tr_t *t) {
     if (!rc) rc = mp_model_spec_from_plan(&t->spec, &plan);
     if (rc) return rc;
     t->spec.unet.deep_supervision = t->o->deep_supervision ? 1 : 0;
-    if ((t->rank == 0 && (rc = mp_model_spec_write(t->o->run_dir, &t->spec))) ||
+    if ((t->rank == 0 && ((rc = mp_model_spec_write(t->o->run_dir, &t->spec)) ||
+                          (rc = copy_dataset_json(t->o->cache_dir, t->o->run_dir)))) ||
         (rc = create_net(t, t->set.opt.kind)))
         return rc;
     mp_unet_init_weights(t->unet, t->set.seed);

@@ -54,6 +54,10 @@ def test_tiny_run():
     with open(os.path.join(run, "plan.json")) as f:
         plan = json.load(f)
     assert plan["patch_size_dhw"] == [16, 32, 32] and plan["features"] == [4, 8, 16]
+    # the dataset description (class names for DICOM SEG) travels cache -> run
+    with open(os.path.join(run, "dataset.json")) as f:
+        names = json.load(f)["labels"]
+    assert names.get("liver") == 1 and names.get("background") == 0, names
 
 
 def test_sigint_then_resume():
