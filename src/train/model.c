@@ -115,22 +115,35 @@ static int parse_model(mp_unet_config_t *c, const cJSON *root, const char *src) 
     return MP_OK;
 }
 
-int mp_model_spec_read(mp_model_spec_t *s, const char *run_dir) {
-    char path[4096];
+int mp_model_spec_parse(mp_model_spec_t *s, const char *plan_json, size_t plan_len, const char *model_json,
+                        size_t model_len, const char *run_dir) {
+    char src[4200];
     mp_plan_t plan;
-    snprintf(path, sizeof path, "%s/plan.json", run_dir);
-    int rc = mp_plan_read(&plan, path);
+    memset(s, 0, sizeof *s);
+    snprintf(src, sizeof src, "%s/plan.json", run_dir);
+    int rc = mp_plan_parse(&plan, plan_json, plan_len, src);
     if (!rc) rc = mp_model_spec_from_plan(s, &plan);
     if (rc) return rc;
-    snprintf(path, sizeof path, "%s/model.json", run_dir);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if ((rc = mp_file_read_all(path, &buf, &len))) return rc;
-    cJSON *root = cJSON_ParseWithLength((const char *)buf, len);
-    free(buf);
-    if (!root) return mp_error_set(MP_ERR_FORMAT, "%s: not valid JSON", path);
-    rc = parse_model(&s->unet, root, path);
+    snprintf(src, sizeof src, "%s/model.json", run_dir);
+    if (!model_json) return mp_error_set(MP_ERR_ARG, "%s: no text", src);
+    cJSON *root = cJSON_ParseWithLength(model_json, model_len);
+    if (!root) return mp_error_set(MP_ERR_FORMAT, "%s: not valid JSON", src);
+    rc = parse_model(&s->unet, root, src);
     cJSON_Delete(root);
+    return rc;
+}
+
+int mp_model_spec_read(mp_model_spec_t *s, const char *run_dir) {
+    char path[4200];
+    uint8_t *plan = NULL, *model = NULL;
+    size_t plan_len = 0, model_len = 0;
+    snprintf(path, sizeof path, "%s/plan.json", run_dir);
+    int rc = mp_file_read_all(path, &plan, &plan_len);
+    snprintf(path, sizeof path, "%s/model.json", run_dir);
+    if (!rc) rc = mp_file_read_all(path, &model, &model_len);
+    if (!rc) rc = mp_model_spec_parse(s, (const char *)plan, plan_len, (const char *)model, model_len, run_dir);
+    free(plan);
+    free(model);
     return rc;
 }
 
