@@ -196,15 +196,21 @@ static int parse_settings(tr_t *t, const cJSON *r, mp_opt_kind_t *kind, const ch
     return MP_OK;
 }
 
+int tr_parse_settings(tr_t *t, const char *json, size_t len, mp_opt_kind_t *kind, const char *src) {
+    cJSON *cfg = json ? cJSON_ParseWithLength(json, len) : NULL;
+    if (!cfg) return mp_error_set(MP_ERR_FORMAT, "%s: no valid \"config\" metadata", src);
+    int rc = parse_settings(t, cfg, kind, src);
+    cJSON_Delete(cfg);
+    return rc;
+}
+
 int tr_load_settings(tr_t *t, mp_opt_kind_t *kind) {
-    cJSON *root = NULL, *wroot = NULL, *cfg = NULL;
+    cJSON *root = NULL, *wroot = NULL;
     const cJSON *md = NULL, *wmd = NULL;
     int rc = st_read_header(t->path_state, &root, &md);
     if (rc) return rc;
     const char *cs = md_string(md, "config");
-    if (!cs || !(cfg = cJSON_Parse(cs))) rc = mp_error_set(MP_ERR_FORMAT, "%s: no valid \"config\" metadata", t->path_state);
-    if (!rc) rc = parse_settings(t, cfg, kind, t->path_state);
-    cJSON_Delete(cfg);
+    rc = tr_parse_settings(t, cs, cs ? strlen(cs) : 0, kind, t->path_state);
     cJSON_Delete(root);
     if (rc) return rc;
     /* the weights must be from the same save as the state */
