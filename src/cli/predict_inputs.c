@@ -5,6 +5,7 @@
  * file, a DICOMDIR, a folder of one or several series) gives one case per
  * series. Names become output file stems, so they are sanitized and made
  * unique. */
+#include "cli/cli.h"
 #include "cli/predict.h"
 #include "medpipe/medpipe.h"
 
@@ -37,22 +38,6 @@ static size_t image_ext_len(const char *name, int listing) {
         if (n > e && strcasecmp(name + n - e, IMAGE_EXT[i]) == 0) return e;
     }
     return 0;
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (p) snprintf(p, a + b + 2, "%s%s%s", dir, a && dir[a - 1] == '/' ? "" : "/", name);
-    return p;
-}
-
-/* Last path component without trailing slashes. */
-static char *base_name(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && path[b - 1] != '/') b--;
-    return strndup(path + b, n - b);
 }
 
 /* A file-name-safe copy of the first `len` bytes of s: letters, digits and
@@ -94,7 +79,7 @@ static int add_file(mp_pred_inputs_t *in, const char *path, int channels) {
         in->files = v;
         in->cap_files = cap;
     }
-    char *base = base_name(path);
+    char *base = mp_cli_base_name(path);
     if (!base) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     size_t stem = strlen(base) - image_ext_len(base, 0);
     int ch = -1;
@@ -129,7 +114,7 @@ static int add_folder_images(mp_pred_inputs_t *in, const char *dir, int channels
     *found = 0;
     while (rc == MP_OK && (e = readdir(d))) {
         if (e->d_name[0] == '.' || !image_ext_len(e->d_name, 1)) continue;
-        char *p = join(dir, e->d_name);
+        char *p = mp_cli_path_join(dir, e->d_name);
         if (!p) rc = mp_error_set(MP_ERR_NOMEM, "out of memory");
         else if (mp_file_is_regular(p)) {
             (*found)++;
@@ -162,7 +147,7 @@ static int add_dicom(mp_pred_inputs_t *in, const char *path, int channels) {
     }
     in->lists = v;
     in->lists[in->n_lists++] = l;
-    char *base = base_name(path);
+    char *base = mp_cli_base_name(path);
     if (!base) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     /* one series named after its file or folder; several (or a DICOMDIR) by series */
     int by_path = l->n == 1 && strcasecmp(base, "DICOMDIR") != 0;
