@@ -133,6 +133,10 @@ static void test_spec_strict(void) {
         {"{\"version\": 1, \"architecture\": \"plain_unet\", \"kernel_dhw\": [[3,3,3],[3,3.5,3]], "
          "\"stride_dhw\": [[1,1,1],[2,2,2]]}",
          "\"kernel_dhw\"[1][1]"},
+        /* an even kernel grows the output past the patch (found by fuzz/fuzz_model.c) */
+        {"{\"version\": 1, \"architecture\": \"plain_unet\", \"kernel_dhw\": [[4,3,3],[3,3,3]], "
+         "\"stride_dhw\": [[1,1,1],[2,2,2]]}",
+         "\"kernel_dhw\"[0][0] is not an odd integer"},
         {"{\"version\": 1, \"architecture\": \"plain_unet\", \"kernel_dhw\": [[3,3,3],[3,3,3]], "
          "\"stride_dhw\": [[1,1,1],[2,9,2]]}",
          "\"stride_dhw\"[1][1]"},
@@ -156,6 +160,12 @@ static void test_spec_strict(void) {
         MP_CHECKF(rc < 0, "case %zu accepted", i);
         MP_CHECKF(strstr(msg, "model.json") && strstr(msg, bad[i].needle), "case %zu: '%s'", i, msg);
     }
+    /* the network refuses an even kernel too, whoever configures it */
+    mp_unet_t *u = NULL;
+    s.unet.kernel[0][0] = 4;
+    MP_CHECK(mp_unet_create(&u, &s.unet) == MP_ERR_ARG && u == NULL);
+    MP_CHECKF(strstr(mp_error_message(), "kernel 4"), "'%s'", mp_error_message());
+    s.unet.kernel[0][0] = 3;
     /* a broken plan.json is named too */
     MP_CHECK_OK(mp_model_spec_write(dir, &s));
     MP_CHECK_OK(write_text(path_in(dir, "plan.json"), "{\"version\": 1}"));

@@ -209,6 +209,12 @@ int mp_infer_predict(mp_infer_result_t *res, const mp_vol_t *image, const mp_inf
                      const mp_infer_plan_t *plan, const mp_infer_opts_t *opts, mp_infer_probs_t probs,
                      mp_pool_t *pool);
 
+/* Reads the files as the channels of one float32 volume (one file is
+ * returned as read, with its own channels). Every file must hold one
+ * channel on the first file's grid (dims and affine); the error names the
+ * file at fault. */
+int mp_infer_read_channels(mp_vol_t **out, const char *const *paths, int n);
+
 /* Reads n_in single-channel images of one geometry (the channels, in order),
  * predicts, and writes the label map to out_labels and, when out_probs is
  * not NULL, the probabilities (f32 or u8 as `probs`; NONE with out_probs is

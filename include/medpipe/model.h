@@ -36,6 +36,10 @@ int mp_model_spec_from_plan(mp_model_spec_t *s, const mp_plan_t *plan);
 int mp_model_spec_write(const char *run_dir, const mp_model_spec_t *s);
 /* Reads and checks both; the error names the file and field at fault. */
 int mp_model_spec_read(mp_model_spec_t *s, const char *run_dir);
+/* The same from the two documents' text (lengths in bytes, no terminator
+ * needed); run_dir only names the files in error messages. */
+int mp_model_spec_parse(mp_model_spec_t *s, const char *plan_json, size_t plan_len, const char *model_json,
+                        size_t model_len, const char *run_dir);
 
 /* A U-Net behind the inference interface. forward() takes 1..unet batch
  * patches; a partial batch is padded with zeros (instance norm and

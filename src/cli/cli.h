@@ -38,5 +38,9 @@ int mp_cli_parse_int(const char *s, int64_t *out);
 int mp_cli_parse_double(const char *s, double *out);
 /* Sizes like "512M", "16G" (binary units) into bytes; 0 on success. */
 int mp_cli_parse_size(const char *s, uint64_t *out);
+/* "dir/name" (no doubled slash) and the last path component without
+ * trailing slashes ("a/dicom/" -> "dicom"); malloc'd, NULL when out of memory. */
+char *mp_cli_path_join(const char *dir, const char *name);
+char *mp_cli_base_name(const char *path);
 
 #endif

@@ -165,13 +165,6 @@ static int parse_args(args_t *a, int argc, char **argv) {
 
 static int path_exists(const char *p, struct stat *st) { return stat(p, st) == 0; }
 
-static char *join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (p) snprintf(p, a + b + 2, "%s%s%s", dir, a && dir[a - 1] == '/' ? "" : "/", name);
-    return p;
-}
-
 /* OUT without trailing slashes (so that "out/" and "out" name one folder). */
 static char *strip_slashes(const char *p) {
     char *s = strdup(p);
@@ -220,7 +213,7 @@ static void remove_tmp_dir(const char *dir) {
         struct dirent *e;
         while ((e = readdir(d))) {
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char *p = join(dir, e->d_name);
+            char *p = mp_cli_path_join(dir, e->d_name);
             if (p && unlink(p) != 0) mp_log(MP_LOG_WARN, "%s: cannot remove: %s", p, strerror(errno));
             free(p);
         }
@@ -327,21 +320,21 @@ static int write_series_folder(const args_t *a, const mp_dicom_series_list_t *l,
     char *tmp = NULL;
     int rc = out_exists ? MP_OK : make_parent(out);
     if (!rc) {
-        char *base = out_exists ? join(out, ".medpipe-convert") : strdup(out);
+        char *base = out_exists ? mp_cli_path_join(out, ".medpipe-convert") : strdup(out);
         tmp = base ? make_tmp_dir(base) : NULL;
         if (!base) mp_error_set(MP_ERR_NOMEM, "out of memory");
         free(base);
         if (!tmp) rc = MP_ERR_IO;
     }
     for (int i = 0; !rc && i < l->n; i++) {
-        char *p = join(tmp, names[i]);
+        char *p = mp_cli_path_join(tmp, names[i]);
         rc = p ? read_write_series(a, &l->series[i], p) : mp_error_set(MP_ERR_NOMEM, "out of memory");
         free(p);
     }
     if (!rc && !out_exists && rename(tmp, out) != 0)
         rc = mp_error_set(MP_ERR_IO, "%s: cannot rename %s to it: %s", out, tmp, strerror(errno));
     for (int i = 0; !rc && out_exists && i < l->n; i++) {
-        char *from = join(tmp, names[i]), *to = join(out, names[i]);
+        char *from = mp_cli_path_join(tmp, names[i]), *to = mp_cli_path_join(out, names[i]);
         if (!from || !to) rc = mp_error_set(MP_ERR_NOMEM, "out of memory");
         else if (rename(from, to) != 0) rc = mp_error_set(MP_ERR_IO, "%s: cannot move it into place: %s", to, strerror(errno));
         free(from);

@@ -134,13 +134,6 @@ static int is_image_name(const char *n) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static char *join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (p) snprintf(p, a + b + 2, "%s%s%s", dir, a && dir[a - 1] == '/' ? "" : "/", name);
-    return p;
-}
-
 /* Sorted image file names of a folder. */
 static int list_images(const char *dir, char ***names, int *n) {
     *names = NULL;
@@ -152,7 +145,7 @@ static int list_images(const char *dir, char ***names, int *n) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!is_image_name(e->d_name)) continue;
-        char *full = join(dir, e->d_name);
+        char *full = mp_cli_path_join(dir, e->d_name);
         struct stat st;
         int regular = full && stat(full, &st) == 0 && S_ISREG(st.st_mode);
         free(full);
@@ -204,15 +197,6 @@ static int missing_error(const char *pred_dir, char **missing, int n) {
                         n == 1 ? "" : "s", list, n > 20 ? ", ..." : "");
 }
 
-/* Last component of a path, trailing slashes ignored ("a/dicom/" -> "dicom"). */
-static char *base_name(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && path[b - 1] != '/') b--;
-    return strndup(path + b, n - b);
-}
-
 /* *cases = 1 for a folder holding NIfTI images at its top level (a set of
  * cases matched by name); 0 for a file or any other folder (one image). */
 static int case_folder(const char *path, int *cases) {
@@ -238,7 +222,7 @@ static int match_cases(const args_t *a, case_t **out, int *n_out) {
                             "folder): give two folders of cases or two images", pd ? a->pred : a->ref, pd ? a->ref : a->pred);
     if (!rd) {
         case_t *c = calloc(1, sizeof *c);
-        if (!c || !(c->name = base_name(a->ref)) || !(c->pred_path = strdup(a->pred)) ||
+        if (!c || !(c->name = mp_cli_base_name(a->ref)) || !(c->pred_path = strdup(a->pred)) ||
             !(c->ref_path = strdup(a->ref))) {
             free_cases(c, 1);
             return mp_error_set(MP_ERR_NOMEM, "out of memory");
@@ -268,8 +252,8 @@ static int match_cases(const args_t *a, case_t **out, int *n_out) {
     for (int i = 0; i < nr; i++) {
         if (!bsearch(&refs[i], preds, (size_t)np, sizeof *preds, cmp_str)) missing[n_missing++] = refs[i];
         c[i].name = strdup(refs[i]);
-        c[i].pred_path = join(a->pred, refs[i]);
-        c[i].ref_path = join(a->ref, refs[i]);
+        c[i].pred_path = mp_cli_path_join(a->pred, refs[i]);
+        c[i].ref_path = mp_cli_path_join(a->ref, refs[i]);
         if (!c[i].name || !c[i].pred_path || !c[i].ref_path) rc = mp_error_set(MP_ERR_NOMEM, "out of memory");
     }
     if (!rc && n_missing) rc = missing_error(a->pred, missing, n_missing);

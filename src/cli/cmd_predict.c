@@ -76,14 +76,14 @@ static int parse_value_opt(args_t *a, const char *s, const char *val) {
     int64_t n;
     if (strcmp(s, "--step") == 0) {
         if (!val || mp_cli_parse_double(val, &a->step) || !(a->step > 0 && a->step <= 1))
-            return mp_cli_usage_error(CMD, "--step needs a fraction in (0, 1]");
+            return mp_cli_usage_error(CMD, "--step '%s': needs a fraction in (0, 1]", val ? val : "");
     } else if (strcmp(s, "--batch") == 0) {
         if (!val || mp_cli_parse_int(val, &n) || n < 1 || n > 1024)
-            return mp_cli_usage_error(CMD, "--batch needs a number from 1 to 1024");
+            return mp_cli_usage_error(CMD, "--batch '%s': needs a number from 1 to 1024", val ? val : "");
         a->batch = (int)n;
     } else if (strcmp(s, "--threads") == 0) {
         if (!val || mp_cli_parse_int(val, &n) || n < 1 || n > 1024)
-            return mp_cli_usage_error(CMD, "--threads needs a number from 1 to 1024");
+            return mp_cli_usage_error(CMD, "--threads '%s': needs a number from 1 to 1024", val ? val : "");
         a->threads = (int)n;
     } else {
         if (!val || !*val) return mp_cli_usage_error(CMD, "%s needs a value", s);

@@ -98,3 +98,18 @@ int mp_cli_parse_size(const char *s, uint64_t *out) {
     *out = (uint64_t)(v * mul);
     return 0;
 }
+
+char *mp_cli_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (p) snprintf(p, a + b + 2, "%s%s%s", dir, a && dir[a - 1] == '/' ? "" : "/", name);
+    return p;
+}
+
+char *mp_cli_base_name(const char *path) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    return strndup(path + b, n - b);
+}

@@ -5,12 +5,12 @@
  * file, a DICOMDIR, a folder of one or several series) gives one case per
  * series. Names become output file stems, so they are sanitized and made
  * unique. */
+#include "cli/cli.h"
 #include "cli/predict.h"
 #include "medpipe/medpipe.h"
 
 #include <ctype.h>
 #include <dirent.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 
 #define NAME_MAX_LEN 120
-#define GEOMETRY_TOL 1e-4
 
 struct mp_pred_file {
     char *path;
@@ -37,22 +36,6 @@ static size_t image_ext_len(const char *name, int listing) {
         if (n > e && strcasecmp(name + n - e, IMAGE_EXT[i]) == 0) return e;
     }
     return 0;
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (p) snprintf(p, a + b + 2, "%s%s%s", dir, a && dir[a - 1] == '/' ? "" : "/", name);
-    return p;
-}
-
-/* Last path component without trailing slashes. */
-static char *base_name(const char *path) {
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/') n--;
-    size_t b = n;
-    while (b > 0 && path[b - 1] != '/') b--;
-    return strndup(path + b, n - b);
 }
 
 /* A file-name-safe copy of the first `len` bytes of s: letters, digits and
@@ -94,7 +77,7 @@ static int add_file(mp_pred_inputs_t *in, const char *path, int channels) {
         in->files = v;
         in->cap_files = cap;
     }
-    char *base = base_name(path);
+    char *base = mp_cli_base_name(path);
     if (!base) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     size_t stem = strlen(base) - image_ext_len(base, 0);
     int ch = -1;
@@ -129,7 +112,7 @@ static int add_folder_images(mp_pred_inputs_t *in, const char *dir, int channels
     *found = 0;
     while (rc == MP_OK && (e = readdir(d))) {
         if (e->d_name[0] == '.' || !image_ext_len(e->d_name, 1)) continue;
-        char *p = join(dir, e->d_name);
+        char *p = mp_cli_path_join(dir, e->d_name);
         if (!p) rc = mp_error_set(MP_ERR_NOMEM, "out of memory");
         else if (mp_file_is_regular(p)) {
             (*found)++;
@@ -162,7 +145,7 @@ static int add_dicom(mp_pred_inputs_t *in, const char *path, int channels) {
     }
     in->lists = v;
     in->lists[in->n_lists++] = l;
-    char *base = base_name(path);
+    char *base = mp_cli_base_name(path);
     if (!base) return mp_error_set(MP_ERR_NOMEM, "out of memory");
     /* one series named after its file or folder; several (or a DICOMDIR) by series */
     int by_path = l->n == 1 && strcasecmp(base, "DICOMDIR") != 0;
@@ -327,46 +310,6 @@ static int check_channels(const mp_vol_t *v, const char *path, int channels) {
                                      : "");
 }
 
-/* Channel files stacked into one float32 volume; all share dims and affine. */
-static int read_stack(mp_vol_t **out, char *const *paths, int n) {
-    mp_vol_t *all = NULL;
-    int rc = MP_OK;
-    for (int i = 0; i < n && rc == MP_OK; i++) {
-        mp_vol_t *v = NULL, *f = NULL;
-        if ((rc = mp_image_read(&v, paths[i]))) break;
-        if (v->dim[3] != 1) {
-            rc = mp_error_set(MP_ERR_MISMATCH, "%s: has %lld channels; a channel file holds one", paths[i],
-                              (long long)v->dim[3]);
-        } else if (!all) {
-            int64_t d[4] = {v->dim[0], v->dim[1], v->dim[2], n};
-            if ((rc = mp_vol_create(&all, d, MP_DTYPE_F32)) == MP_OK) {
-                mp_vol_set_affine(all, v->affine);
-                all->meta = v->meta;
-            }
-        } else {
-            for (int a = 0; a < 3 && rc == MP_OK; a++)
-                if (v->dim[a] != all->dim[a])
-                    rc = mp_error_set(MP_ERR_MISMATCH, "%s: axis %d has %lld voxels, %s has %lld", paths[i], a,
-                                      (long long)v->dim[a], paths[0], (long long)all->dim[a]);
-            for (int r = 0; r < 3 && rc == MP_OK; r++)
-                for (int c = 0; c < 4 && rc == MP_OK; c++)
-                    if (fabs(v->affine[r][c] - all->affine[r][c]) > GEOMETRY_TOL * (1 + fabs(all->affine[r][c])))
-                        rc = mp_error_set(MP_ERR_MISMATCH, "%s: its affine differs from %s's", paths[i], paths[0]);
-        }
-        if (rc == MP_OK && (rc = mp_vol_to_f32(&f, v)) == MP_OK)
-            memcpy((float *)all->data + (int64_t)i * mp_vol_voxels(all), f->data,
-                   (size_t)mp_vol_voxels(all) * sizeof(float));
-        mp_vol_free(f);
-        mp_vol_free(v);
-    }
-    if (rc) {
-        mp_vol_free(all);
-        return rc;
-    }
-    *out = all;
-    return MP_OK;
-}
-
 int mp_pred_case_read(mp_vol_t **out, const mp_pred_case_t *c, int channels) {
     *out = NULL;
     if (c->error) return mp_error_set(MP_ERR_MISMATCH, "%s", c->error);
@@ -377,7 +320,7 @@ int mp_pred_case_read(mp_vol_t **out, const mp_pred_case_t *c, int channels) {
     } else if (c->n_paths == 1) {
         if ((rc = mp_image_read(&v, c->paths[0]))) return rc;
     } else {
-        return read_stack(out, c->paths, c->n_paths);
+        return mp_infer_read_channels(out, (const char *const *)c->paths, c->n_paths);
     }
     if ((rc = check_channels(v, c->source, channels))) {
         mp_vol_free(v);

@@ -272,8 +272,7 @@ int mp_infer_predict(mp_infer_result_t *res, const mp_vol_t *image, const mp_inf
     return MP_OK;
 }
 
-/* One volume with the files as channels; all must share dims and affine. */
-static int read_channels(mp_vol_t **out, const char *const *paths, int n) {
+int mp_infer_read_channels(mp_vol_t **out, const char *const *paths, int n) {
     *out = NULL;
     mp_vol_t *all = NULL;
     int rc = MP_OK;
@@ -324,7 +323,7 @@ int mp_infer_predict_files(const char *const *in_paths, int n_in, const char *ou
     if (!out_probs) probs = MP_INFER_PROBS_NONE;
     else if (probs == MP_INFER_PROBS_NONE) probs = MP_INFER_PROBS_F32;
     mp_vol_t *img = NULL;
-    int rc = read_channels(&img, in_paths, n_in);
+    int rc = mp_infer_read_channels(&img, in_paths, n_in);
     if (rc) return rc;
     mp_infer_result_t res;
     rc = mp_infer_predict(&res, img, net, plan, opts, probs, pool);

@@ -250,9 +250,13 @@ static int check_config(const mp_unet_config_t *c) {
     if (c->n_conv_per_stage < 1 || c->batch < 1) return mp_error_set(MP_ERR_ARG, "unet: bad conv count or batch");
     for (int s = 0; s < c->n_stages; s++) {
         if (c->features[s] < 1) return mp_error_set(MP_ERR_ARG, "unet: stage %d has no features", s);
-        for (int a = 0; a < 3; a++)
+        for (int a = 0; a < 3; a++) {
             if (c->kernel[s][a] < 1 || c->stride[s][a] < 1 || c->patch[a] < 1)
                 return mp_error_set(MP_ERR_ARG, "unet: stage %d: bad kernel, stride or patch", s);
+            if (c->kernel[s][a] % 2 == 0) /* 'same' padding k/2 would grow the output past the patch */
+                return mp_error_set(MP_ERR_ARG, "unet: stage %d: kernel %lld (axis %d) must be odd", s,
+                                    (long long)c->kernel[s][a], a);
+        }
     }
     if (c->dtype != MP_NN_F32 && c->dtype != MP_NN_F64)
         return mp_error_set(MP_ERR_UNSUPPORTED, "unet: only fp32 compute is implemented (bf16/fp16 to come)");

@@ -70,7 +70,8 @@ static int get_number(const cJSON *o, const char *key, double lo, double hi, dou
     return MP_OK;
 }
 
-static int get_triples(const cJSON *o, const char *key, int n, int64_t lo, int64_t hi, int64_t (*out)[3],
+/* odd: only odd values (a 'same' convolution keeps the size only with an odd kernel) */
+static int get_triples(const cJSON *o, const char *key, int n, int64_t lo, int64_t hi, int odd, int64_t (*out)[3],
                        const char *src) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n)
@@ -82,9 +83,9 @@ static int get_triples(const cJSON *o, const char *key, int n, int64_t lo, int64
         int a = 0;
         for (const cJSON *x = e->child; x; x = x->next, a++) {
             if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < (double)lo ||
-                x->valuedouble > (double)hi)
-                return mp_error_set(MP_ERR_FORMAT, "%s: \"%s\"[%d][%d] is not an integer in [%lld, %lld]", src, key,
-                                    s, a, (long long)lo, (long long)hi);
+                x->valuedouble > (double)hi || (odd && fmod(x->valuedouble, 2) == 0))
+                return mp_error_set(MP_ERR_FORMAT, "%s: \"%s\"[%d][%d] is not an%s integer in [%lld, %lld]", src,
+                                    key, s, a, odd ? " odd" : "", (long long)lo, (long long)hi);
             out[s][a] = (int64_t)x->valuedouble;
         }
     }
@@ -100,8 +101,8 @@ static int parse_model(mp_unet_config_t *c, const cJSON *root, const char *src) 
     if ((rc = get_number(root, "version", 1, MP_MODEL_VERSION, &version, src))) return rc;
     if (!cJSON_IsString(arch) || strcmp(arch->valuestring, "plain_unet") != 0)
         return mp_error_set(MP_ERR_FORMAT, "%s: \"architecture\" must be \"plain_unet\"", src);
-    if ((rc = get_triples(root, "kernel_dhw", c->n_stages, 1, 7, c->kernel, src)) ||
-        (rc = get_triples(root, "stride_dhw", c->n_stages, 1, 4, c->stride, src)) ||
+    if ((rc = get_triples(root, "kernel_dhw", c->n_stages, 1, 7, 1, c->kernel, src)) ||
+        (rc = get_triples(root, "stride_dhw", c->n_stages, 1, 4, 0, c->stride, src)) ||
         (rc = get_number(root, "n_conv_per_stage", 1, 4, &nconv, src)) ||
         (rc = get_number(root, "lrelu_slope", 0, 1, &slope, src)) ||
         (rc = get_number(root, "norm_eps", 1e-12, 1, &eps, src)))
@@ -115,22 +116,35 @@ static int parse_model(mp_unet_config_t *c, const cJSON *root, const char *src) 
     return MP_OK;
 }
 
-int mp_model_spec_read(mp_model_spec_t *s, const char *run_dir) {
-    char path[4096];
+int mp_model_spec_parse(mp_model_spec_t *s, const char *plan_json, size_t plan_len, const char *model_json,
+                        size_t model_len, const char *run_dir) {
+    char src[4200];
     mp_plan_t plan;
-    snprintf(path, sizeof path, "%s/plan.json", run_dir);
-    int rc = mp_plan_read(&plan, path);
+    memset(s, 0, sizeof *s);
+    snprintf(src, sizeof src, "%s/plan.json", run_dir);
+    int rc = mp_plan_parse(&plan, plan_json, plan_len, src);
     if (!rc) rc = mp_model_spec_from_plan(s, &plan);
     if (rc) return rc;
-    snprintf(path, sizeof path, "%s/model.json", run_dir);
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if ((rc = mp_file_read_all(path, &buf, &len))) return rc;
-    cJSON *root = cJSON_ParseWithLength((const char *)buf, len);
-    free(buf);
-    if (!root) return mp_error_set(MP_ERR_FORMAT, "%s: not valid JSON", path);
-    rc = parse_model(&s->unet, root, path);
+    snprintf(src, sizeof src, "%s/model.json", run_dir);
+    if (!model_json) return mp_error_set(MP_ERR_ARG, "%s: no text", src);
+    cJSON *root = cJSON_ParseWithLength(model_json, model_len);
+    if (!root) return mp_error_set(MP_ERR_FORMAT, "%s: not valid JSON", src);
+    rc = parse_model(&s->unet, root, src);
     cJSON_Delete(root);
+    return rc;
+}
+
+int mp_model_spec_read(mp_model_spec_t *s, const char *run_dir) {
+    char path[4200];
+    uint8_t *plan = NULL, *model = NULL;
+    size_t plan_len = 0, model_len = 0;
+    snprintf(path, sizeof path, "%s/plan.json", run_dir);
+    int rc = mp_file_read_all(path, &plan, &plan_len);
+    snprintf(path, sizeof path, "%s/model.json", run_dir);
+    if (!rc) rc = mp_file_read_all(path, &model, &model_len);
+    if (!rc) rc = mp_model_spec_parse(s, (const char *)plan, plan_len, (const char *)model, model_len, run_dir);
+    free(plan);
+    free(model);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define TR_CONFIG_VERSION 1
 #define TR_MAX_HEADER (64u << 20)
@@ -35,8 +36,12 @@ static int st_read_header(const char *path, cJSON **root, const cJSON **md) {
     int rc = MP_OK;
     if (fread(len8, 1, 8, f) != 8) rc = mp_error_set(MP_ERR_FORMAT, "%s: too short for a safetensors header", path);
     for (int i = 0; !rc && i < 8; i++) hl |= (uint64_t)len8[i] << (8 * i);
-    if (!rc && (hl == 0 || hl > TR_MAX_HEADER))
+    if (!rc && (hl == 0 || hl > TR_MAX_HEADER || hl > mp_mem_limit()))
         rc = mp_error_set(MP_ERR_FORMAT, "%s: header length %llu out of range", path, (unsigned long long)hl);
+    struct stat st; /* no allocation for a header the file does not hold */
+    if (!rc && fstat(fileno(f), &st) == 0 && hl > (uint64_t)st.st_size - 8)
+        rc = mp_error_set(MP_ERR_FORMAT, "%s: header length %llu but the file has %lld bytes", path,
+                          (unsigned long long)hl, (long long)st.st_size);
     char *buf = rc ? NULL : malloc((size_t)hl);
     if (!rc && !buf) rc = mp_error_set(MP_ERR_NOMEM, "%s: out of memory", path);
     if (!rc && fread(buf, 1, (size_t)hl, f) != hl) rc = mp_error_set(MP_ERR_FORMAT, "%s: truncated header", path);
@@ -191,6 +196,9 @@ static int parse_settings(tr_t *t, const cJSON *r, mp_opt_kind_t *kind, const ch
         (rc = js_int(r, "skipped", 0, big, &p->skipped, src)) || (rc = js_bool(r, "val_pending", &p->val_pending, src)) ||
         (rc = js_num(r, "last_loss", &p->last_loss, src)))
         return rc;
+    if (s->iters_per_epoch > big / s->epochs) /* the trainer multiplies them (schedule length) */
+        return mp_error_set(MP_ERR_FORMAT, "%s: config epochs %lld x iters_per_epoch %lld exceeds 2^52 steps", src,
+                            (long long)s->epochs, (long long)s->iters_per_epoch);
     if (p->global_step != p->epoch * s->iters_per_epoch + p->step_in_epoch)
         return mp_error_set(MP_ERR_FORMAT, "%s: config global_step %lld is not epoch %lld x %lld + %lld", src,
                             (long long)p->global_step, (long long)p->epoch, (long long)s->iters_per_epoch,
@@ -201,15 +209,21 @@ static int parse_settings(tr_t *t, const cJSON *r, mp_opt_kind_t *kind, const ch
     return MP_OK;
 }
 
+int tr_parse_settings(tr_t *t, const char *json, size_t len, mp_opt_kind_t *kind, const char *src) {
+    cJSON *cfg = json ? cJSON_ParseWithLength(json, len) : NULL;
+    if (!cfg) return mp_error_set(MP_ERR_FORMAT, "%s: no valid \"config\" metadata", src);
+    int rc = parse_settings(t, cfg, kind, src);
+    cJSON_Delete(cfg);
+    return rc;
+}
+
 int tr_load_settings(tr_t *t, mp_opt_kind_t *kind) {
-    cJSON *root = NULL, *wroot = NULL, *cfg = NULL;
+    cJSON *root = NULL, *wroot = NULL;
     const cJSON *md = NULL, *wmd = NULL;
     int rc = st_read_header(t->path_state, &root, &md);
     if (rc) return rc;
     const char *cs = md_string(md, "config");
-    if (!cs || !(cfg = cJSON_Parse(cs))) rc = mp_error_set(MP_ERR_FORMAT, "%s: no valid \"config\" metadata", t->path_state);
-    if (!rc) rc = parse_settings(t, cfg, kind, t->path_state);
-    cJSON_Delete(cfg);
+    rc = tr_parse_settings(t, cs, cs ? strlen(cs) : 0, kind, t->path_state);
     cJSON_Delete(root);
     if (rc) return rc;
     /* the weights must be from the same save as the state */

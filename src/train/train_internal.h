@@ -75,6 +75,9 @@ int tr_save_best(tr_t *t, double metric, const char *criterion);
 /* Reads the settings and position of RUN's state, checks the weights agree,
  * loads weights and optimizer (the U-Net and optimizer must exist). */
 int tr_load_settings(tr_t *t, mp_opt_kind_t *kind);
+/* The settings JSON alone (len bytes; src names it in errors): fills t->set
+ * and t->pos; reads t->o->threads. */
+int tr_parse_settings(tr_t *t, const char *json, size_t len, mp_opt_kind_t *kind, const char *src);
 int tr_load_last(tr_t *t);
 /* Best metric recorded in checkpoint_best (NaN and epoch -1 when absent). */
 int tr_read_best(tr_t *t);
