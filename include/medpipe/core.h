@@ -22,7 +22,8 @@ typedef enum {
     MP_ERR_LIMIT = -5,       /* input exceeds a configured limit (memory, depth) */
     MP_ERR_UNSUPPORTED = -6, /* valid input that medpipe does not handle */
     MP_ERR_MISMATCH = -7,    /* shapes/geometry/names disagree */
-    MP_ERR_INTERNAL = -8     /* a bug: an invariant did not hold */
+    MP_ERR_INTERNAL = -8,    /* a bug: an invariant did not hold */
+    MP_ERR_NONFINITE = -9    /* a computation produced inf/NaN (e.g. a diverging loss) */
 } mp_status_t;
 
 /* Records a formatted message for the calling thread and returns `code`,

@@ -50,6 +50,7 @@ const char *mp_status_name(int code) {
     case MP_ERR_UNSUPPORTED: return "unsupported";
     case MP_ERR_MISMATCH: return "mismatch";
     case MP_ERR_INTERNAL: return "internal error";
+    case MP_ERR_NONFINITE: return "non-finite value";
     default: return "unknown error";
     }
 }

@@ -463,7 +463,7 @@ int mp_unet_forward_backward(mp_unet_t *m, double *loss, const float *input, con
     int rc = check_labels(m, labels);
     if (rc || (rc = mp_unet_forward(m, NULL, input))) return rc;
     double l = mp_unet_loss(m, labels, lo, 1);
-    if (!isfinite(l)) return mp_error_set(MP_ERR_INTERNAL, "unet: the loss is not finite (%g)", l);
+    if (!isfinite(l)) return mp_error_set(MP_ERR_NONFINITE, "unet: the loss is not finite (%g)", l);
     if (loss) *loss = l;
 #ifdef MP_HAVE_DNNL
     return m->use_ref ? mp_unet_ref_backward(m) : mp_unet_cpu_backward(m);

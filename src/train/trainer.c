@@ -335,7 +335,7 @@ static int train_step(tr_t *t, tr_acc_t *acc, int64_t first) {
     rc = mp_unet_forward_backward(t->unet, &loss, b->img, b->seg, NULL);
     /* src/nn refuses a non-finite loss before its backward pass (gradients
      * then untouched): for training that is a skipped step, not an error */
-    int bad_loss = rc == MP_ERR_INTERNAL && strstr(mp_error_message(), "loss is not finite");
+    int bad_loss = rc == MP_ERR_NONFINITE;
     if (rc && !bad_loss) return rc;
     if ((rc = tr_dist_after_backward(t, &loss, &bad_loss))) return rc;
     int64_t n = mp_unet_param_count(t->unet), total = t->set.epochs * t->set.iters_per_epoch;
