@@ -6,7 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+static void log_to_stdout(mp_log_level_t level, const char *msg, void *user) {
+    (void)level, (void)user;
+    printf("log: %s\n", msg);
+}
+
 int main(int argc, char **argv) {
+    mp_log_set_callback(log_to_stdout, NULL);
     mp_unet_config_t c;
     mp_unet_config_default(&c);
     c.threads = 1;

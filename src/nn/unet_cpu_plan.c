@@ -195,11 +195,19 @@ int mp_unet_cpu_plan_arena(mp_unet_t *m) {
     for (int i = 0; i < m->nt; i++)
         if (m->t[i].s.c > maxc) maxc = m->t[i].s.c;
     if (!rc) rc = add_req(&q, (size_t)(2 * m->cfg.batch * maxc) * sizeof(float), 0, end, &m->work_off);
-    size_t total = 0, naive = 0;
+    size_t total = 0, naive = 0, peak = 0;
+    int peak_step = 0;
     for (int k = 0; k < q.n; k++) naive += (q.r[k].bytes + 63) / 64 * 64;
+    for (int st = 0; st <= end; st++) {
+        size_t live = 0;
+        for (int k = 0; k < q.n; k++)
+            if (q.r[k].first <= st && st <= q.r[k].last) live += (q.r[k].bytes + 63) / 64 * 64;
+        if (live > peak) peak = live, peak_step = st;
+    }
     if (!rc) rc = place_all(&q, &total);
-    mp_log(MP_LOG_DEBUG, "unet: arena %.1f MiB by lifetime (%.1f MiB with a place for every buffer)",
-           (double)total / 1048576.0, (double)naive / 1048576.0);
+    mp_log(MP_LOG_DEBUG, "unet: arena %.1f MiB by lifetime (most live at once: %.1f MiB, step %d of %d; "
+           "%.1f MiB with a place for every buffer)", (double)total / 1048576.0, (double)peak / 1048576.0, peak_step,
+           end, (double)naive / 1048576.0);
     free(q.r);
     if (rc) return rc;
     m->scratch_off = m->tmp_off = 0; /* not used by this engine */
