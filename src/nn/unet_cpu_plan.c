@@ -81,10 +81,18 @@ static int place_all(reqs_t *q, size_t *total) {
         r->off = off;
         if (off + need > *total) *total = off + need;
     }
+    free(ord);
+    /* Self-check (cheap at this size): no two buffers live at once share a byte. */
+    for (int i = 0; i < q->n; i++)
+        for (int j = i + 1; j < q->n; j++) {
+            const req_t *a = &q->r[i], *b = &q->r[j];
+            if (a->bytes && b->bytes && a->first <= b->last && b->first <= a->last && a->off < b->off + b->bytes &&
+                b->off < a->off + a->bytes)
+                return mp_error_set(MP_ERR_INTERNAL, "unet: arena plan overlaps buffers %d and %d", i, j);
+        }
     for (int i = 0; i < q->n; i++)
         for (int k = 0; k < 2; k++)
             if (q->r[i].dst[k]) *q->r[i].dst[k] = q->r[i].off;
-    free(ord);
     return MP_OK;
 }
 
