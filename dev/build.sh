@@ -14,3 +14,8 @@ if command -v mpicc >/dev/null 2>&1; then
     build/libmedpipe.a $(mpicc --showme:link) -lz -ldeflate -ljpeg -lcharls -lopenjp2 -lcjson \
     $(test -f /usr/include/oneapi/dnnl/dnnl.h && echo -ldnnl) -lm -pthread -o build/distbench
 fi
+# Where the U-Net's arena goes (dev/arenamap.c) and the instance-norm kernel timer (dev/inormbench.c).
+gcc -std=c11 -O1 -g -Wall -Wextra -D_GNU_SOURCE -DMP_HAVE_DNNL=1 -Iinclude -Isrc dev/arenamap.c build/libmedpipe.a \
+  -ldnnl -lz -ldeflate -ljpeg -lcharls -lopenjp2 -lcjson -lm -pthread -o build/arenamap
+gcc -std=c11 -O2 -g -Wall -Wextra -D_GNU_SOURCE -DMP_HAVE_DNNL=1 -Iinclude -Isrc dev/inormbench.c build/libmedpipe.a \
+  -ldnnl -lm -pthread -o build/inormbench

@@ -1,7 +1,8 @@
 /* The whole U-Net: finite-difference gradient check of a tiny network on the
  * reference engine in double precision; the oneDNN engine equals the
  * reference engine (outputs, loss, every gradient); deep supervision; the
- * optimizers; a tiny U-Net overfits one synthetic patch. */
+ * optimizers; a tiny U-Net overfits one synthetic patch; the oneDNN engine's
+ * arena plan by lifetime. */
 #include "harness.h"
 #include "medpipe/medpipe.h"
 #include "medpipe/nn.h"
@@ -247,11 +248,35 @@ static void test_unet_overfits_one_patch(void) {
     MP_CHECK(dice > 0.95);
 }
 
+/* The oneDNN engine plans its arena by lifetime (values kept only when the
+ * backward reads them, norm outputs recomputed, gradients and scratchpads
+ * sharing bytes); the reference engine gives every buffer its own place.
+ * The default U-Net's training arena must come out far smaller. */
+static void test_unet_arena_by_lifetime(void) {
+    mp_unet_config_t cf, cr;
+    mp_unet_config_default(&cf);
+    cf.patch[0] = cf.patch[1] = cf.patch[2] = 32;
+    cf.threads = 1;
+    cf.engine = MP_NN_ENGINE_CPU;
+    cr = cf;
+    cr.engine = MP_NN_ENGINE_REF;
+    mp_unet_t *mf, *mr;
+    MP_CHECK_OK(mp_unet_create(&mf, &cf));
+    MP_CHECK_OK(mp_unet_create(&mr, &cr));
+    double af = (double)mp_unet_arena_bytes(mf), ar = (double)mp_unet_arena_bytes(mr);
+    fprintf(stderr, "  default U-Net, 2x32^3: arena %.1f MiB (oneDNN engine) vs %.1f MiB (reference)\n", af / 1048576.0,
+            ar / 1048576.0);
+    MP_CHECK(af < 0.4 * ar);
+    mp_unet_free(mf);
+    mp_unet_free(mr);
+}
+
 int main(void) {
     MP_RUN(test_unet_names_and_shapes);
     MP_RUN(test_unet_gradient_fd);
     MP_RUN(test_unet_fast_equals_ref);
     MP_RUN(test_unet_fast_equals_ref_deep_supervision);
     MP_RUN(test_unet_overfits_one_patch);
+    MP_RUN(test_unet_arena_by_lifetime);
     return mp_test_summary();
 }

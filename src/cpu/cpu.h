@@ -79,6 +79,8 @@ const dnnl_memory_desc_t *mp_cpu_conv_src_md(const mp_cpu_conv_t *c);
 const dnnl_memory_desc_t *mp_cpu_conv_dst_md(const mp_cpu_conv_t *c);
 /* Scratchpad bytes the layer's primitives need (the max of them). */
 size_t mp_cpu_conv_scratch_bytes(const mp_cpu_conv_t *c);
+/* Scratchpad bytes of one pass: 0 forward, 1 backward data, 2 backward weights. */
+size_t mp_cpu_conv_scratch_pass_bytes(const mp_cpu_conv_t *c, int pass);
 /* oneDNN implementation names (fwd / bwd data / bwd weights), for logs. */
 const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which);
 
@@ -96,10 +98,15 @@ int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const f
  * mean/rstd: N*C values, saved for the backward pass. */
 void mp_cpu_inorm_forward(mp_pool_t *pool, float *y, float *mean, float *rstd, const float *x, const float *gamma,
                           const float *beta, const mp_cpu_layout_t *l, double eps, int act, double slope);
+/* The forward's output again from x and the statistics it saved, bit for bit
+ * (a training step keeps x and recomputes y for the backward pass). */
+void mp_cpu_inorm_apply(mp_pool_t *pool, float *y, const float *x, const float *mean, const float *rstd,
+                        const float *gamma, const float *beta, const mp_cpu_layout_t *l, int act, double slope);
 /* Backward of the above: dx, and dgamma/dbeta (C values each, overwritten).
- * y is the forward output (for the LeakyReLU mask); work holds 2*N*C floats. */
+ * The LeakyReLU mask is recomputed from x, the statistics, gamma and beta;
+ * dx may equal dy (in place); work holds 2*N*C floats. */
 void mp_cpu_inorm_backward(mp_pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *y, const float *mean, const float *rstd, const float *gamma,
+                           const float *mean, const float *rstd, const float *gamma, const float *beta,
                            const mp_cpu_layout_t *l, int act, double slope, float *work);
 /* y = cat(a, b) along channels, and its backward (split). */
 void mp_cpu_concat_forward(mp_pool_t *pool, float *y, const float *a, const float *b, const mp_cpu_layout_t *ly,

@@ -169,7 +169,8 @@ struct mp_cpu_conv {
     dnnl_memory_t m_src, m_dst, m_wf, m_b;             /* forward */
     dnnl_memory_t m_dsrc, m_ddst_bd, m_wb;             /* backward data */
     dnnl_memory_t m_src_bw, m_ddst_bw, m_dw, m_db;     /* backward weights */
-    size_t scratch_bytes;
+    size_t scratch_bytes;                              /* max over the passes */
+    size_t scratch_fwd, scratch_bd, scratch_bw;        /* per pass (bw: the one that runs) */
     int own_bw;          /* backward-weights by shifted GEMMs (see own_bw_eligible) */
 };
 
@@ -279,7 +280,7 @@ static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const
     if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &c->wf_md, &c->wf,
                              &c->w_to_fwd, 0)))
         goto fail;
-    if ((rc = finish_prim(&c->fwd, pd, &c->scratch_bytes))) goto fail;
+    if ((rc = finish_prim(&c->fwd, pd, &c->scratch_fwd))) goto fail;
     if ((rc = new_mem(&c->m_src, &c->src_md)) || (rc = new_mem(&c->m_dst, &c->dst_md)) ||
         (rc = new_mem(&c->m_wf, &c->wf_md)) || (rc = new_mem(&c->m_b, &c->b_md)))
         goto fail;
@@ -330,8 +331,8 @@ static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, co
         (rc = weights_layout(c, dnnl_primitive_desc_query_md(bw_pd, dnnl_query_diff_weights_md, 0), &c->dw_md,
                              &c->dwb, &c->dw_to_plain, 1)))
         goto fail;
-    if ((rc = finish_prim(&c->bwd_data, bd_pd, &c->scratch_bytes)) ||
-        (rc = finish_prim(&c->bwd_weights, bw_pd, &c->scratch_bytes)))
+    if ((rc = finish_prim(&c->bwd_data, bd_pd, &c->scratch_bd)) ||
+        (rc = finish_prim(&c->bwd_weights, bw_pd, &c->scratch_bw)))
         goto fail;
     if ((rc = new_mem(&c->m_dsrc, &c->src_md)) || (rc = new_mem(&c->m_ddst_bd, &c->dst_md)) ||
         (rc = new_mem(&c->m_wb, &c->wb_md)) || (rc = new_mem(&c->m_src_bw, &c->src_md)) ||
@@ -495,10 +496,13 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
     if ((rc = create_forward(c, &any_src, &any_dst, &any_w, st, pl, pr))) goto fail;
     if (d->backward && (rc = create_backward(c, &any_w, st, pl, pr))) goto fail;
     if (d->backward && own_bw_eligible(c)) {
+        /* oneDNN's backward-weights primitive stays as a fallback but never runs: its scratchpad is not needed. */
         c->own_bw = 1;
-        size_t sb = own_bw_scratch(c) + (size_t)d->cout * sizeof(double);
-        if (sb > c->scratch_bytes) c->scratch_bytes = sb;
+        c->scratch_bw = own_bw_scratch(c) + (size_t)d->cout * sizeof(double);
     }
+    c->scratch_bytes = c->scratch_fwd;
+    if (c->scratch_bd > c->scratch_bytes) c->scratch_bytes = c->scratch_bd;
+    if (c->scratch_bw > c->scratch_bytes) c->scratch_bytes = c->scratch_bw;
     *out = c;
     return MP_OK;
 fail:
@@ -533,6 +537,9 @@ void mp_cpu_conv_free(mp_cpu_conv_t *c) {
 const dnnl_memory_desc_t *mp_cpu_conv_src_md(const mp_cpu_conv_t *c) { return &c->src_md; }
 const dnnl_memory_desc_t *mp_cpu_conv_dst_md(const mp_cpu_conv_t *c) { return &c->dst_md; }
 size_t mp_cpu_conv_scratch_bytes(const mp_cpu_conv_t *c) { return c->scratch_bytes; }
+size_t mp_cpu_conv_scratch_pass_bytes(const mp_cpu_conv_t *c, int pass) {
+    return pass == 0 ? c->scratch_fwd : pass == 1 ? c->scratch_bd : c->scratch_bw;
+}
 
 const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which) {
     if (which == 2 && c->own_bw) return "medpipe:shifted_gemm";

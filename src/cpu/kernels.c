@@ -71,11 +71,25 @@ void mp_cpu_team_for(int64_t n, mp_range_fn fn, void *ctx) {
 
 typedef struct {
     float *y, *dx, *dgamma, *dbeta, *mean, *rstd, *work;
-    const float *x, *dy, *yo, *gamma, *beta, *cmean, *crstd;
+    const float *x, *dy, *gamma, *beta, *cmean, *crstd;
     const mp_cpu_layout_t *l;
     double eps, slope;
     int act;
+    int apply; /* forward from saved statistics (cmean, crstd): no statistics pass */
 } inorm_ctx_t;
+
+/* Scale and shift of lanes [c0, c0 + J) from their mean and rstd, exactly as
+ * the forward computes them, so that the backward's LeakyReLU mask and a
+ * recomputed output match the forward bit for bit. */
+static inline __attribute__((always_inline)) void inorm_affine(const inorm_ctx_t *c, int64_t c0, const int64_t J,
+                                                               const float *m, const float *r, float *ga, float *be) {
+    for (int64_t j = 0; j < J; j++) {
+        int live = c0 + j < c->l->c;
+        /* Padded channels get gamma = beta = 0 so they stay zero. */
+        ga[j] = live ? (c->gamma ? c->gamma[c0 + j] : 1.0f) * r[j] : 0.0f;
+        be[j] = live ? (c->beta ? c->beta[c0 + j] : 0.0f) - ga[j] * m[j] : 0.0f;
+    }
+}
 
 /* Forward of lanes [j0, j0 + J) (J <= 16) of one (n, channel block) row of
  * B channels per voxel. Channels last is the case of one row per sample. */
@@ -84,27 +98,32 @@ static inline __attribute__((always_inline)) void inorm_fwd_row(inorm_ctx_t *c, 
     int64_t cb = l->cpad / B, n = row / cb, c0 = (row % cb) * B + j0, sp = l->sp;
     const float *restrict x = c->x + row * sp * B + j0;
     float *restrict y = c->y + row * sp * B + j0;
-    double s[16] = {0}, q[16] = {0};
     float m[16], r[16], ga[16], be[16];
-    for (int64_t v = 0; v < sp; v++)
-        for (int64_t j = 0; j < J; j++) s[j] += x[v * B + j];
-    for (int64_t j = 0; j < J; j++) m[j] = (float)(s[j] / (double)sp);
-    for (int64_t v = 0; v < sp; v++)
+    if (c->apply) {
         for (int64_t j = 0; j < J; j++) {
-            double d = x[v * B + j] - m[j];
-            q[j] += d * d;
+            int live = c0 + j < l->c;
+            m[j] = live ? c->cmean[n * l->c + c0 + j] : 0.0f;
+            r[j] = live ? c->crstd[n * l->c + c0 + j] : 0.0f;
         }
-    for (int64_t j = 0; j < J; j++) {
-        int live = c0 + j < l->c;
-        r[j] = (float)(1.0 / sqrt(q[j] / (double)sp + c->eps));
-        /* Padded channels get gamma = beta = 0 so they stay zero. */
-        ga[j] = live ? (c->gamma ? c->gamma[c0 + j] : 1.0f) * r[j] : 0.0f;
-        be[j] = live ? (c->beta ? c->beta[c0 + j] : 0.0f) - ga[j] * m[j] : 0.0f;
-        if (live) {
-            c->mean[n * l->c + c0 + j] = m[j];
-            c->rstd[n * l->c + c0 + j] = r[j];
+    } else {
+        double s[16] = {0}, q[16] = {0};
+        for (int64_t v = 0; v < sp; v++)
+            for (int64_t j = 0; j < J; j++) s[j] += x[v * B + j];
+        for (int64_t j = 0; j < J; j++) m[j] = (float)(s[j] / (double)sp);
+        for (int64_t v = 0; v < sp; v++)
+            for (int64_t j = 0; j < J; j++) {
+                double d = x[v * B + j] - m[j];
+                q[j] += d * d;
+            }
+        for (int64_t j = 0; j < J; j++) {
+            r[j] = (float)(1.0 / sqrt(q[j] / (double)sp + c->eps));
+            if (c0 + j < l->c) {
+                c->mean[n * l->c + c0 + j] = m[j];
+                c->rstd[n * l->c + c0 + j] = r[j];
+            }
         }
     }
+    inorm_affine(c, c0, J, m, r, ga, be);
     float slope = (float)c->slope;
     if (c->act) {
         for (int64_t v = 0; v < sp; v++)
@@ -148,45 +167,68 @@ void mp_cpu_inorm_forward(mp_pool_t *pool, float *y, float *mean, float *rstd, c
     par_for(pool, l->n * (l->cpad / l->block) * lane_chunks(l), inorm_fwd_range, &c);
 }
 
+void mp_cpu_inorm_apply(mp_pool_t *pool, float *y, const float *x, const float *mean, const float *rstd,
+                        const float *gamma, const float *beta, const mp_cpu_layout_t *l, int act, double slope) {
+    inorm_ctx_t c = {.y = y, .cmean = mean, .crstd = rstd, .x = x, .gamma = gamma, .beta = beta, .l = l,
+                     .act = act, .slope = slope, .apply = 1};
+    par_for(pool, l->n * (l->cpad / l->block) * lane_chunks(l), inorm_fwd_range, &c);
+}
+
 /* Backward of one row: g = dy masked by the LeakyReLU, then the instance-norm
- * backward. Partial dgamma/dbeta of the row go to work (summed over n later). */
+ * backward. The mask comes from the pre-activation recomputed from x and the
+ * saved statistics (the output itself is not kept). Partial dgamma/dbeta of
+ * the row go to work (summed over n later). dx may be dy (in place): each
+ * element of dy is read before the same element of dx is written. */
 static inline __attribute__((always_inline)) void inorm_bwd_row(inorm_ctx_t *c, int64_t row, const int64_t B, int64_t j0, const int64_t J) {
     const mp_cpu_layout_t *l = c->l;
     int64_t cb = l->cpad / B, n = row / cb, c0 = (row % cb) * B + j0, sp = l->sp;
     int64_t base = row * sp * B + j0;
-    const float *restrict x = c->x + base, *restrict dy = c->dy + base, *restrict yo = c->yo + base;
-    float *restrict dx = c->dx + base;
+    const float *restrict x = c->x + base;
+    const float *dy = c->dy + base;
+    float *dx = c->dx + base;
     double sg[16] = {0}, sgx[16] = {0};
-    float m[16], r[16], k1[16], k2[16], k3[16];
+    float m[16], r[16], ga[16], be[16], k2[16], k3[16];
     float slope = c->act ? (float)c->slope : 1.0f;
     for (int64_t j = 0; j < J; j++) {
         int live = c0 + j < l->c;
         m[j] = live ? c->cmean[n * l->c + c0 + j] : 0.0f;
         r[j] = live ? c->crstd[n * l->c + c0 + j] : 0.0f;
     }
+    inorm_affine(c, c0, J, m, r, ga, be);
     for (int64_t v = 0; v < sp; v++)
         for (int64_t j = 0; j < J; j++) {
-            float g = dy[v * B + j] * (yo[v * B + j] > 0 ? 1.0f : slope);
+            float t = x[v * B + j] * ga[j] + be[j];
+            float g = dy[v * B + j] * (t > 0 ? 1.0f : slope);
             sg[j] += g;
             sgx[j] += g * ((x[v * B + j] - m[j]) * r[j]);
         }
     for (int64_t j = 0; j < J; j++) {
-        int live = c0 + j < l->c;
-        float ga = live ? (c->gamma ? c->gamma[c0 + j] : 1.0f) : 0.0f;
-        /* dx = ga*r*(g - mean(g) - xhat*mean(g*xhat)), xhat = (x - m)*r. */
-        k1[j] = ga * r[j];
+        /* dx = ga*(g - mean(g) - xhat*mean(g*xhat)), ga = gamma*r, xhat = (x - m)*r. */
         k2[j] = (float)(sg[j] / (double)sp);
         k3[j] = (float)(sgx[j] / (double)sp) * r[j];
-        if (live) {
+        if (c0 + j < l->c) {
             c->work[n * l->c + c0 + j] = (float)sgx[j];
             c->work[l->n * l->c + n * l->c + c0 + j] = (float)sg[j];
         }
     }
-    for (int64_t v = 0; v < sp; v++)
-        for (int64_t j = 0; j < J; j++) {
-            float g = dy[v * B + j] * (yo[v * B + j] > 0 ? 1.0f : slope);
-            dx[v * B + j] = k1[j] * (g - k2[j] - (x[v * B + j] - m[j]) * k3[j]);
+    /* In place, one restrict pointer reads and writes each element, so
+     * neither case needs a runtime aliasing check (a scalar fallback). */
+#define INORM_BWD_APPLY(DY, DX)                                                   \
+    for (int64_t v = 0; v < sp; v++)                                              \
+        for (int64_t j = 0; j < J; j++) {                                         \
+            float t = x[v * B + j] * ga[j] + be[j];                               \
+            float g = DY[v * B + j] * (t > 0 ? 1.0f : slope);                     \
+            DX[v * B + j] = ga[j] * (g - k2[j] - (x[v * B + j] - m[j]) * k3[j]); \
         }
+    if (dx == dy) {
+        float *restrict io = dx;
+        INORM_BWD_APPLY(io, io)
+    } else {
+        const float *restrict dyr = dy;
+        float *restrict dxr = dx;
+        INORM_BWD_APPLY(dyr, dxr)
+    }
+#undef INORM_BWD_APPLY
 }
 
 static void inorm_bwd_range(void *ctx, int64_t begin, int64_t end, int worker) {
@@ -208,9 +250,9 @@ static void inorm_bwd_range(void *ctx, int64_t begin, int64_t end, int worker) {
 }
 
 void mp_cpu_inorm_backward(mp_pool_t *pool, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *y, const float *mean, const float *rstd, const float *gamma,
+                           const float *mean, const float *rstd, const float *gamma, const float *beta,
                            const mp_cpu_layout_t *l, int act, double slope, float *work) {
-    inorm_ctx_t c = {.dx = dx, .work = work, .x = x, .dy = dy, .yo = y, .gamma = gamma, .cmean = mean,
+    inorm_ctx_t c = {.dx = dx, .work = work, .x = x, .dy = dy, .gamma = gamma, .beta = beta, .cmean = mean,
                      .crstd = rstd, .l = l, .act = act, .slope = slope};
     par_for(pool, l->n * (l->cpad / l->block) * lane_chunks(l), inorm_bwd_range, &c);
     for (int64_t ch = 0; ch < l->c; ch++) {

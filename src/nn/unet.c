@@ -40,6 +40,7 @@ static int add_tensor(mp_unet_t *m, mp_shape5_t s) {
     if (m->nt >= MP_UNET_MAX_TENSORS) return -1;
     m->t[m->nt].s = s;
     m->t[m->nt].has_grad = 1;
+    m->t[m->nt].prod = -1;
     return m->nt++;
 }
 
@@ -61,6 +62,7 @@ static int add_op(mp_unet_t *m, op_kind_t kind, int out, int in, int in2, int pw
     memset(o, 0, sizeof *o);
     o->kind = kind, o->out = out, o->in = in, o->in2 = in2, o->pw = pw, o->pb = pb;
     o->need_dx = in != m->input;
+    m->t[out].prod = m->nop;
     if (pw >= 0) m->param_used[pw] = 1;
     if (pb >= 0) m->param_used[pb] = 1;
     return m->nop++;
@@ -196,8 +198,18 @@ static void count_flops(mp_unet_t *m) {
     }
 }
 
-/* Arena offsets for every buffer, then one allocation. */
+/* Arena offsets for every buffer, then one allocation. The reference engine
+ * gives every buffer its own place; the oneDNN engine plans by lifetime. */
+static int alloc_arena(mp_unet_t *m);
+
 static int plan_arena(mp_unet_t *m) {
+#ifdef MP_HAVE_DNNL
+    if (!m->use_ref) {
+        int rc = mp_unet_cpu_plan_arena(m);
+        if (rc) return rc;
+        return alloc_arena(m);
+    }
+#endif
     size_t off = 0, maxb = 0;
     int64_t maxc = 0;
 #define TAKE(bytes) (off = (off + 63) / 64 * 64, off += (bytes), off - (bytes))
@@ -232,6 +244,10 @@ static int plan_arena(mp_unet_t *m) {
     }
 #undef TAKE
     m->arena_bytes = off + 64;
+    return alloc_arena(m);
+}
+
+static int alloc_arena(mp_unet_t *m) {
     if ((uint64_t)m->arena_bytes > mp_mem_limit())
         return mp_error_set(MP_ERR_LIMIT, "unet: activation arena of %.1f MiB exceeds the memory limit",
                             (double)m->arena_bytes / 1048576.0);

@@ -77,7 +77,7 @@ int mp_unet_cpu_plan(mp_unet_t *m) {
             (rc = mp_cpu_reorder_create(&m->grad_reorder[h], &t->md, &plain)))
             return rc;
     }
-    m->scratch_bytes = scratch;
+    m->scratch_bytes = scratch; /* the largest; the arena plan gives each pass its own */
     return MP_OK;
 }
 
@@ -98,7 +98,6 @@ void mp_unet_cpu_release(mp_unet_t *m) {
 int mp_unet_cpu_forward(mp_unet_t *m, const float *input) {
     int rc;
     const float *P = m->params;
-    void *scratch = arena_at(m, m->scratch_off);
     tensor_t *tin = &m->t[m->input];
     if (m->in_reorder) {
         if ((rc = mp_cpu_reorder_run(m->in_reorder, arena_at(m, tin->off), input))) return rc;
@@ -113,7 +112,8 @@ int mp_unet_cpu_forward(mp_unet_t *m, const float *input) {
         switch (o->kind) {
         case OP_CONV:
         case OP_DECONV:
-            if ((rc = mp_cpu_conv_forward(o->conv, y, x, P + m->p[o->pw].offset, P + m->p[o->pb].offset, scratch)))
+            if ((rc = mp_cpu_conv_forward(o->conv, y, x, P + m->p[o->pw].offset, P + m->p[o->pb].offset,
+                                          arena_at(m, o->sfwd_off))))
                 return rc;
             break;
         case OP_NORM_ACT:
@@ -133,55 +133,74 @@ int mp_unet_cpu_forward(mp_unet_t *m, const float *input) {
     return MP_OK;
 }
 
-/* See unet_ref_impl.h: first gradient written in place, later ones added. */
-static float *grad_dst(mp_unet_t *m, int t, int *accumulate) {
+/* See unet_ref_impl.h: first gradient written in place, later ones into the
+ * op's temporary (planned for that step) and added. */
+static float *grad_dst(mp_unet_t *m, int t, size_t acc_off, int *accumulate) {
     *accumulate = m->t[t].grad_written;
     m->t[t].grad_written = 1;
-    return arena_at(m, *accumulate ? m->tmp_off : m->t[t].goff);
+    return arena_at(m, *accumulate ? acc_off : m->t[t].goff);
 }
 
-static void grad_finish(mp_unet_t *m, int t, int accumulate) {
+static void grad_finish(mp_unet_t *m, int t, size_t acc_off, int accumulate) {
     if (accumulate)
-        mp_cpu_add(m->pool, arena_at(m, m->t[t].goff), arena_at(m, m->tmp_off), (int64_t)(m->t[t].bytes / sizeof(float)));
+        mp_cpu_add(m->pool, arena_at(m, m->t[t].goff), arena_at(m, acc_off), (int64_t)(m->t[t].bytes / sizeof(float)));
 }
 
-static int backward_op(mp_unet_t *m, op_t *o, void *scratch) {
+/* The value of tensor t for a backward op: kept, or recomputed (once per
+ * pass) from its norm's input and statistics. */
+static const float *value_for_backward(mp_unet_t *m, int t) {
+    tensor_t *tt = &m->t[t];
+    if (!tt->recompute) return arena_at(m, tt->off);
+    if (!tt->recomputed) {
+        const op_t *p = &m->op[tt->prod];
+        const float *st = arena_at(m, p->stat_off);
+        mp_cpu_inorm_apply(m->pool, arena_at(m, tt->roff), arena_at(m, m->t[p->in].off), st, st + tt->s.n * tt->s.c,
+                           m->params + m->p[p->pw].offset, m->params + m->p[p->pb].offset, &m->t[p->in].l, 1,
+                           m->cfg.lrelu_slope);
+        tt->recomputed = 1;
+    }
+    return arena_at(m, tt->roff);
+}
+
+static int backward_op(mp_unet_t *m, op_t *o) {
     const float *P = m->params;
     float *G = m->grads;
     tensor_t *ti = &m->t[o->in], *to = &m->t[o->out];
     float *dy = arena_at(m, to->goff);
-    const float *x = arena_at(m, ti->off);
     int acc = 0, acc2 = 0, rc;
     switch (o->kind) {
     case OP_CONV:
     case OP_DECONV: {
+        void *scratch = arena_at(m, o->sbwd_off);
+        const float *x = value_for_backward(m, o->in);
         if ((rc = mp_cpu_conv_backward_weights(o->conv, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, x, scratch)))
             return rc;
         mp_unet_grad_final(m, o->pw);
         mp_unet_grad_final(m, o->pb);
         if (!o->need_dx) return MP_OK;
-        float *dx = grad_dst(m, o->in, &acc);
+        float *dx = grad_dst(m, o->in, o->acc_off, &acc);
         if ((rc = mp_cpu_conv_backward_data(o->conv, dx, dy, P + m->p[o->pw].offset, scratch))) return rc;
-        grad_finish(m, o->in, acc);
+        grad_finish(m, o->in, o->acc_off, acc);
         return MP_OK;
     }
     case OP_NORM_ACT: {
         const float *st = arena_at(m, o->stat_off);
-        float *dx = grad_dst(m, o->in, &acc);
-        mp_cpu_inorm_backward(m->pool, dx, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, x, arena_at(m, to->off),
-                              st, st + to->s.n * to->s.c, P + m->p[o->pw].offset, &ti->l, 1, m->cfg.lrelu_slope,
-                              arena_at(m, m->work_off));
+        /* In place: the plan gives the input's gradient the output's buffer. */
+        float *dx = grad_dst(m, o->in, o->acc_off, &acc);
+        mp_cpu_inorm_backward(m->pool, dx, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, arena_at(m, ti->off),
+                              st, st + to->s.n * to->s.c, P + m->p[o->pw].offset, P + m->p[o->pb].offset, &ti->l, 1,
+                              m->cfg.lrelu_slope, arena_at(m, m->work_off));
         mp_unet_grad_final(m, o->pw);
         mp_unet_grad_final(m, o->pb);
-        grad_finish(m, o->in, acc);
+        grad_finish(m, o->in, o->acc_off, acc);
         return MP_OK;
     }
     case OP_CONCAT: {
-        float *da = grad_dst(m, o->in, &acc), *db = grad_dst(m, o->in2, &acc2);
+        float *da = grad_dst(m, o->in, o->acc_off, &acc), *db = grad_dst(m, o->in2, o->acc_off2, &acc2);
         if (acc && acc2) return mp_error_set(MP_ERR_INTERNAL, "unet: concat inputs both accumulate");
         mp_cpu_concat_backward(m->pool, da, db, dy, &to->l, &ti->l, &m->t[o->in2].l);
-        grad_finish(m, o->in, acc);
-        grad_finish(m, o->in2, acc2);
+        grad_finish(m, o->in, o->acc_off, acc);
+        grad_finish(m, o->in2, o->acc_off2, acc2);
         return MP_OK;
     }
     }
@@ -190,8 +209,7 @@ static int backward_op(mp_unet_t *m, op_t *o, void *scratch) {
 
 int mp_unet_cpu_backward(mp_unet_t *m) {
     int rc;
-    void *scratch = arena_at(m, m->scratch_off);
-    for (int i = 0; i < m->nt; i++) m->t[i].grad_written = 0;
+    for (int i = 0; i < m->nt; i++) m->t[i].grad_written = m->t[i].recomputed = 0;
     mp_unet_grads_begin(m);
     for (int h = 0; h < m->nhead; h++) {
         tensor_t *t = &m->t[m->head[h].tensor];
@@ -201,7 +219,7 @@ int mp_unet_cpu_backward(mp_unet_t *m) {
     }
     for (int i = m->nop - 1; i >= 0; i--) {
         if (!m->t[m->op[i].out].grad_written) return mp_error_set(MP_ERR_INTERNAL, "unet: op %d has no output gradient", i);
-        if ((rc = backward_op(m, &m->op[i], scratch))) return rc;
+        if ((rc = backward_op(m, &m->op[i]))) return rc;
     }
     return MP_OK;
 }

@@ -24,6 +24,11 @@ typedef struct {
     size_t off, goff;  /* arena offsets of the value and of its gradient */
     int has_grad;
     int grad_written;  /* during backward: the gradient buffer holds a value */
+    int prod;          /* producing op; -1 for the network input */
+    int recompute;     /* oneDNN engine: the value is not kept for the backward pass but
+                        * recomputed (at roff) from the producer's input and statistics */
+    int recomputed;    /* during backward: the value at roff is valid */
+    size_t roff;
 #ifdef MP_HAVE_DNNL
     dnnl_memory_desc_t md;
     mp_cpu_layout_t l;
@@ -38,6 +43,8 @@ typedef struct {
     int need_dx;             /* the input needs a gradient */
     size_t stat_off;         /* NORM_ACT: mean and rstd (N*C each) in the arena */
     size_t pre_off;          /* NORM_ACT, reference engine: pre-activation values */
+    size_t acc_off, acc_off2; /* oneDNN engine: where a gradient to be added to in / in2 goes */
+    size_t sfwd_off, sbwd_off; /* oneDNN engine: scratchpads of the forward and backward passes */
 #ifdef MP_HAVE_DNNL
     mp_cpu_conv_t *conv;
 #endif
@@ -84,6 +91,8 @@ static inline void *arena_at(const struct mp_unet *m, size_t off) { return m->ar
 
 /* Engines: plan the layouts of every tensor (set t[].bytes), then run. */
 int mp_unet_cpu_plan(struct mp_unet *m);
+/* Offsets of every buffer of the oneDNN engine, by lifetime (unet_cpu_plan.c); sets arena_bytes. */
+int mp_unet_cpu_plan_arena(struct mp_unet *m);
 int mp_unet_cpu_forward(struct mp_unet *m, const float *input);
 int mp_unet_cpu_backward(struct mp_unet *m);
 void mp_unet_cpu_release(struct mp_unet *m);
