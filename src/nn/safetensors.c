@@ -145,7 +145,9 @@ static int st_get(const st_file_t *f, const char *name, const char *dtype, const
     int fn = cJSON_IsArray(sh) ? cJSON_GetArraySize(sh) : -1;
     for (int i = 0; i < fn && i < 8; i++) {
         cJSON *v = cJSON_GetArrayItem(sh, i);
-        fs[i] = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : -1;
+        /* range-checked before the cast: a huge value must not be UB */
+        fs[i] = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 9007199254740992.0
+                    ? (int64_t)v->valuedouble : -1;
     }
     int same = fn == ndim;
     for (int i = 0; same && i < ndim; i++) same = fs[i] == shape[i];
