@@ -92,4 +92,19 @@ static inline const char *mp_test_tmpdir(const char *name) {
     return dir;
 }
 
+/* 1 when both files can be read and hold the same bytes. */
+static inline int mp_test_files_equal(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int eq = fa && fb;
+    char ba[4096], bb[4096];
+    while (eq) {
+        size_t na = fread(ba, 1, sizeof ba, fa), nb = fread(bb, 1, sizeof bb, fb);
+        eq = na == nb && memcmp(ba, bb, na) == 0;
+        if (na < sizeof ba) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return eq;
+}
+
 #endif

@@ -233,15 +233,6 @@ static int resampling_plan(mp_plan_t *pl, const mp_dataset_t *ds) {
     return rc;
 }
 
-static int files_equal(const char *a, const char *b) {
-    uint8_t *x = NULL, *y = NULL;
-    size_t nx = 0, ny = 0;
-    int eq = mp_file_read_all(a, &x, &nx) == 0 && mp_file_read_all(b, &y, &ny) == 0 && nx == ny &&
-             memcmp(x, y, nx) == 0;
-    free(x);
-    free(y);
-    return eq;
-}
 
 /* Zeroes a frame around case_000's image so that cropping to non-zero cuts. */
 static int zero_frame(void) {
@@ -286,7 +277,7 @@ static void test_cache_roundtrip_and_threads(void) {
             char a[900], b[900];
             snprintf(a, sizeof a, "%s/cases/%s%s", c1, c.ids[k], suf[s]);
             snprintf(b, sizeof b, "%s/cases/%s%s", c2, c.ids[k], suf[s]);
-            MP_CHECKF(files_equal(a, b), "%s differs between 1 and 2 threads", b);
+            MP_CHECKF(mp_test_files_equal(a, b), "%s differs between 1 and 2 threads", b);
         }
         mp_cache_case_t cc;
         MP_CHECK_OK(mp_cache_case_map(&c, k, &cc));

@@ -81,13 +81,7 @@ static int files_equal(const char *dir_a, const char *dir_b, const char *name) {
     char a[900], b[900];
     snprintf(a, sizeof a, "%s/%s", dir_a, name);
     snprintf(b, sizeof b, "%s/%s", dir_b, name);
-    uint8_t *x = NULL, *y = NULL;
-    size_t nx = 0, ny = 0;
-    int eq = mp_file_read_all(a, &x, &nx) == 0 && mp_file_read_all(b, &y, &ny) == 0 && nx == ny &&
-             memcmp(x, y, nx) == 0;
-    free(x);
-    free(y);
-    return eq;
+    return mp_test_files_equal(a, b);
 }
 
 static int count_lines(const char *run, const char *needle) {
