@@ -122,4 +122,83 @@ void mp_cpu_add(mp_pool_t *pool, float *dst, const float *src, int64_t n);
 void mp_cpu_lrelu_backward_from_output(mp_pool_t *pool, float *dx, const float *dy, const float *y, int64_t n,
                                        double slope);
 
+/* ---- standalone oneDNN layers (dnnl_layers.c) ----
+ * Batch norm, (Leaky)ReLU and channel softmax, each a caller-owned struct
+ * whose primitives are created once per shape by _init and run by
+ * _forward/_backward on caller buffers: nothing is allocated while a layer
+ * runs. Activations use the layout md given at init (NULL: plain ncdhw;
+ * channels last or nCdhw<B>c also work). Per-channel vectors (gamma, beta,
+ * mean, variance and their gradients) are plain arrays of C floats. */
+
+/* One primitive with a memory object per execute argument, created once. */
+typedef struct {
+    dnnl_primitive_t prim;
+    const char *impl;   /* oneDNN implementation name, for logs */
+    int nargs;
+    int arg[12];
+    dnnl_memory_t mem[12];
+    size_t scratch_bytes;
+} mp_cpu_prim_t;
+
+typedef struct {
+    mp_shape5_t s;                /* (N, C, D, H, W) */
+    const dnnl_memory_desc_t *md; /* layout of x, y, dx, dy; NULL: plain ncdhw */
+    double eps;
+    int relu;                     /* fuse ReLU into y (oneDNN fuse_norm_relu; slope 0 only) */
+    int backward;                 /* also create the backward primitive */
+} mp_cpu_bnorm_desc_t;
+
+typedef struct {
+    mp_cpu_bnorm_desc_t d;
+    dnnl_memory_desc_t md;
+    mp_cpu_prim_t fwd, bwd;
+    size_t scratch_bytes;   /* scratchpad for either pass */
+    size_t ws_bytes;        /* workspace the fused ReLU's mask needs (0 without relu) */
+} mp_cpu_bnorm_t;
+
+/* Batch norm in training mode: statistics over N, D, H, W per channel
+ * (biased variance), affine gamma/beta. */
+int mp_cpu_bnorm_init(mp_cpu_bnorm_t *b, const mp_cpu_bnorm_desc_t *d);
+void mp_cpu_bnorm_deinit(mp_cpu_bnorm_t *b);
+/* y = [relu](gamma * (x - mean) / sqrt(var + eps) + beta); writes the batch
+ * mean and variance (C values each) and, with relu, ws (ws_bytes). */
+int mp_cpu_bnorm_forward(mp_cpu_bnorm_t *b, float *y, float *mean, float *var, void *ws, const float *x,
+                         const float *gamma, const float *beta, void *scratch);
+/* dx, dgamma, dbeta (overwritten) from dy and the forward's x, mean, var
+ * (and ws with relu); gamma and beta as given to the forward. */
+int mp_cpu_bnorm_backward(mp_cpu_bnorm_t *b, float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                          const float *mean, const float *var, const void *ws, const float *gamma, const float *beta,
+                          void *scratch);
+
+typedef struct {
+    mp_shape5_t s;
+    dnnl_memory_desc_t md;
+    double slope;
+    mp_cpu_prim_t fwd, bwd;
+    size_t scratch_bytes;
+} mp_cpu_relu_t;
+
+/* LeakyReLU(slope) (slope 0: ReLU) on shape s in layout md (NULL: plain). */
+int mp_cpu_relu_init(mp_cpu_relu_t *r, mp_shape5_t s, const dnnl_memory_desc_t *md, double slope, int backward);
+void mp_cpu_relu_deinit(mp_cpu_relu_t *r);
+/* y = x > 0 ? x : slope * x; y may equal x. */
+int mp_cpu_relu_forward(mp_cpu_relu_t *r, float *y, const float *x, void *scratch);
+/* dx = dy * (x > 0 ? 1 : slope), from the forward's input x; dx may equal dy. */
+int mp_cpu_relu_backward(mp_cpu_relu_t *r, float *dx, const float *dy, const float *x, void *scratch);
+
+typedef struct {
+    mp_shape5_t s;
+    dnnl_memory_desc_t md;
+    mp_cpu_prim_t fwd, bwd;
+    size_t scratch_bytes;
+} mp_cpu_softmax_t;
+
+/* Softmax over the channel axis of (N, C, D, H, W) in layout md (NULL: plain). */
+int mp_cpu_softmax_init(mp_cpu_softmax_t *sm, mp_shape5_t s, const dnnl_memory_desc_t *md, int backward);
+void mp_cpu_softmax_deinit(mp_cpu_softmax_t *sm);
+/* p = softmax(z) per voxel (max-subtracted). */
+int mp_cpu_softmax_forward(mp_cpu_softmax_t *sm, float *p, const float *z, void *scratch);
+/* dz = p * (dp - sum_c dp * p), from the forward's output p. */
+int mp_cpu_softmax_backward(mp_cpu_softmax_t *sm, float *dz, const float *dp, const float *p, void *scratch);
+
 #endif
