@@ -277,8 +277,10 @@ static int predict_case(ctx_t *c, const mp_pred_case_t *pc, mp_infer_stats_t *st
     mp_infer_result_t res;
     staged_t s = {{0}, {0}, 0};
     memset(&res, 0, sizeof res);
+    double t0 = mp_time_now();
     int rc = mp_pred_case_read(&img, pc, c->plan.num_channels);
     if (rc) return rc;
+    mp_log(MP_LOG_DEBUG, "%s: read %.3f s", pc->name, mp_time_now() - t0);
     for (int k = 0; k < 3; k++) dims[k] = img->dim[k];
     c->case_name = pc->name;
     c->bar_started = 0;
@@ -287,12 +289,14 @@ static int predict_case(ctx_t *c, const mp_pred_case_t *pc, mp_infer_stats_t *st
     if (c->bar_started) mp_progress_finish(&c->bar, NULL);
     if (rc) mp_error_wrap(rc, "%s: ", pc->source);
     *st = res.stats;
+    t0 = mp_time_now();
     if (!rc && !(rc = stage(&s, a->out, pc->name, "", ".nii.gz"))) rc = mp_image_write(s.tmp[0], res.labels, NULL);
     if (!rc && a->probs && !(rc = stage(&s, a->out, pc->name, "_probs", ".nii.gz")))
         rc = mp_image_write(s.tmp[s.n - 1], res.probs, NULL);
     if (!rc && a->dicom_seg && !(rc = stage(&s, a->out, pc->name, "_seg", ".dcm")))
         rc = write_seg(c, pc, res.labels, s.tmp[s.n - 1]);
     rc = unstage(&s, rc);
+    mp_log(MP_LOG_DEBUG, "%s: write %.3f s", pc->name, mp_time_now() - t0);
     mp_infer_result_deinit(&res);
     mp_vol_free(img);
     return rc;
@@ -330,8 +334,10 @@ static int setup(ctx_t *c, const args_t *a, mp_pred_inputs_t *in, int *usage_rc)
                 return MP_ERR_ARG;
             }
     if ((rc = pick_checkpoint(a, ckpt, sizeof ckpt))) return rc;
+    double t0 = mp_time_now();
     if ((rc = mp_model_open(&c->model, a->model, ckpt, a->batch ? a->batch : spec.plan.batch_size, a->threads)))
         return rc;
+    mp_log(MP_LOG_DEBUG, "model open %.3f s", mp_time_now() - t0);
     mp_model_infer_plan(c->model, &c->plan);
     if (a->keep_largest) c->plan.keep_largest = 1;
     mp_infer_opts_init(&c->opts);

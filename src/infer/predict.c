@@ -257,10 +257,13 @@ int mp_infer_predict(mp_infer_result_t *res, const mp_vol_t *image, const mp_inf
     if (rc) return rc;
     mp_vol_t *pre = NULL;
     mp_infer_prep_t prep;
+    double t0 = mp_time_now();
     if ((rc = mp_infer_preprocess(&pre, &prep, image, plan, pool))) return mp_error_wrap(rc, "predict: ");
+    double t1 = mp_time_now();
     rc = mp_infer_predict_grid(res, pre, net, opts, prep.crop_dim, probs, pool);
     mp_vol_free(pre);
     if (rc) return rc;
+    double t2 = mp_time_now();
     if (plan->keep_largest)
         rc = mp_vol_keep_largest(res->labels, MP_CONN_26, NULL, 0, plan->keep_largest_fg_as_one, NULL);
     if (rc == MP_OK) rc = restore(&res->labels, &prep, image, 0);
@@ -269,6 +272,11 @@ int mp_infer_predict(mp_infer_result_t *res, const mp_vol_t *image, const mp_inf
         mp_infer_result_deinit(res);
         return mp_error_wrap(rc, "predict: ");
     }
+    mp_log(MP_LOG_DEBUG,
+           "predict: preprocess %.3f s, window + resample back %.3f s (sliding window %.3f s, forward %.3f s in %lld "
+           "calls), post-process %.3f s",
+           t1 - t0, t2 - t1, res->stats.t_total, res->stats.t_forward, (long long)res->stats.forward_calls,
+           mp_time_now() - t2);
     return MP_OK;
 }
 
@@ -323,15 +331,20 @@ int mp_infer_predict_files(const char *const *in_paths, int n_in, const char *ou
     if (!out_probs) probs = MP_INFER_PROBS_NONE;
     else if (probs == MP_INFER_PROBS_NONE) probs = MP_INFER_PROBS_F32;
     mp_vol_t *img = NULL;
+    double t0 = mp_time_now();
     int rc = mp_infer_read_channels(&img, in_paths, n_in);
     if (rc) return rc;
+    mp_log(MP_LOG_DEBUG, "predict: %s: read %.3f s", in_paths[0], mp_time_now() - t0);
     mp_infer_result_t res;
     rc = mp_infer_predict(&res, img, net, plan, opts, probs, pool);
     mp_vol_free(img);
     if (rc) return mp_error_wrap(rc, "%s: ", in_paths[0]);
     if (stats) *stats = res.stats;
+    t0 = mp_time_now();
     rc = mp_image_write(out_labels, res.labels, NULL);
+    double t1 = mp_time_now();
     if (rc == MP_OK && out_probs) rc = mp_image_write(out_probs, res.probs, NULL);
+    mp_log(MP_LOG_DEBUG, "predict: write labels %.3f s, probabilities %.3f s", t1 - t0, mp_time_now() - t1);
     mp_infer_result_deinit(&res);
     return rc;
 }
