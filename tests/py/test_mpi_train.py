@@ -180,22 +180,24 @@ def test_ctrl_c_under_mpirun():
     cmd = [mpirun(), "--allow-run-as-root", "--oversubscribe", "-np", "2", mptest.MEDPIPE, "train", CACHE,
            "--out", run, "--epochs", 1, "--threads", 1] + NET
     cmd = [str(a) for a in cmd]
-    cmd[cmd.index("--iters-per-epoch") + 1] = "60"
+    # Long enough that mpirun's SIGINT -> SIGTERM forwarding lands before the
+    # end even at ~70 steps/s on a quiet machine (60 steps did not).
+    cmd[cmd.index("--iters-per-epoch") + 1] = "240"
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mpirun_env())
     logp = os.path.join(run, "log.jsonl")
     deadline = time.time() + 60
     while time.time() < deadline:
-        if os.path.exists(logp) and sum(1 for _ in open(logp)) >= 4:  # start + 3 steps
+        if os.path.exists(logp) and sum(1 for _ in open(logp)) >= 3:  # start + 2 steps
             break
         time.sleep(0.05)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode != 0, (p.returncode, err)
     stops = [e for e in read_log(run) if e["event"] == "stop"]
-    assert len(stops) == 1 and 3 <= stops[0]["step"] < 60, (stops, err)
+    assert len(stops) == 1 and 2 <= stops[0]["step"] < 240, (stops, err)
     assert "checkpoint_last saved" in err and "--resume" in err, err
     train(1, CACHE, "--out", run, "--resume", "--threads", 1, "--quiet")
-    assert [s for s, _ in losses(read_log(run))] == list(range(1, 61))
+    assert [s for s, _ in losses(read_log(run))] == list(range(1, 241))
 
 
 mptest.run_tests([test_two_ranks_match_one, test_resume_with_other_rank_count, test_batch_not_divisible,
