@@ -175,6 +175,9 @@ double mp_grad_norm(const float *grad, int64_t n);
 /* Clips the gradient to cfg.clip_norm (as torch.nn.utils.clip_grad_norm_),
  * then updates params with learning rate lr. Returns the norm before clipping. */
 double mp_opt_step(mp_opt_t *o, float *params, float *grad, double lr);
+/* The same update when the caller already has norm = mp_grad_norm(grad, n)
+ * (the trainer checks it for inf/NaN first): one pass over the gradient fewer. */
+void mp_opt_step_norm(mp_opt_t *o, float *params, float *grad, double lr, double norm);
 /* Poly schedule: lr0 * (1 - step / max_steps)^exponent (nnU-Net: 0.9). */
 double mp_lr_poly(double lr0, int64_t step, int64_t max_steps, double exponent);
 

@@ -62,9 +62,14 @@ double mp_lr_poly(double lr0, int64_t step, int64_t max_steps, double exponent) 
 }
 
 double mp_opt_step(mp_opt_t *o, float *params, float *grad, double lr) {
+    double norm = mp_grad_norm(grad, o->n);
+    mp_opt_step_norm(o, params, grad, lr, norm);
+    return norm;
+}
+
+void mp_opt_step_norm(mp_opt_t *o, float *params, float *grad, double lr, double norm) {
     const mp_opt_config_t *c = &o->cfg;
     int64_t n = o->n;
-    double norm = mp_grad_norm(grad, n);
     float gs = 1.0f;
     if (c->clip_norm > 0 && norm > c->clip_norm) gs = (float)(c->clip_norm / (norm + 1e-6));
     o->step++;
@@ -90,5 +95,4 @@ double mp_opt_step(mp_opt_t *o, float *params, float *grad, double lr) {
             params[i] = params[i] * decay - step * m1[i] / (sqrtf(m2[i]) / bc2s + eps);
         }
     }
-    return norm;
 }

@@ -349,7 +349,7 @@ static int train_step(tr_t *t, tr_acc_t *acc, int64_t first) {
         mp_log(MP_LOG_WARN, "step %lld: non-finite loss %g or gradient norm %g: update skipped",
                (long long)p->global_step, loss, gn);
     } else {
-        mp_opt_step(&t->opt, mp_unet_params(t->unet), mp_unet_grads(t->unet), lr);
+        mp_opt_step_norm(&t->opt, mp_unet_params(t->unet), mp_unet_grads(t->unet), lr, gn);
         p->epoch_loss_sum += loss;
         p->epoch_loss_n++;
     }
