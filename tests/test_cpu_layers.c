@@ -10,6 +10,7 @@
 #include "medpipe/medpipe.h"
 #include "medpipe/nn.h"
 #include "cpu/cpu.h"
+#include "cpu_test_util.h"
 #include "ref/ref.h"
 
 static mp_rng_t rng;
@@ -42,21 +43,6 @@ static double rel_err(int which, const float *a, const float *b, int64_t n) {
  * 8c and on channels last when C % 8 == 0, its reference otherwise). */
 static void layout(dnnl_memory_desc_t *md, mp_shape5_t s, int block) { mp_cpu_md_blocked(md, s, block); }
 
-static float *to_md(const float *plain, mp_shape5_t s, const dnnl_memory_desc_t *md) {
-    dnnl_memory_desc_t pm;
-    mp_cpu_md_plain(&pm, s);
-    float *buf = mp_zalloc(mp_cpu_md_bytes(md));
-    if (mp_cpu_reorder_once(buf, md, plain, &pm)) return NULL;
-    return buf;
-}
-
-static float *from_md(const float *buf, mp_shape5_t s, const dnnl_memory_desc_t *md) {
-    dnnl_memory_desc_t pm;
-    mp_cpu_md_plain(&pm, s);
-    float *plain = mp_zalloc((size_t)mp_shape5_elems(s) * sizeof *plain);
-    if (mp_cpu_reorder_once(plain, &pm, buf, md)) return NULL;
-    return plain;
-}
 
 #define TOL_BN 1e-5
 #define TOL_RELU 1e-7 /* one rounding: oneDNN multiplies by the fp32 slope, the reference by the double */

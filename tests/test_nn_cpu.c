@@ -9,6 +9,7 @@
 #include "medpipe/medpipe.h"
 #include "medpipe/nn.h"
 #include "cpu/cpu.h"
+#include "cpu_test_util.h"
 #include "ref/ref.h"
 
 static mp_rng_t rng;
@@ -29,22 +30,6 @@ static double rel_err(const float *a, const float *b, int64_t n) {
     return e / (m + 1e-6);
 }
 
-/* Copies a plain tensor into a new buffer in layout md (and back). */
-static float *to_md(const float *plain, mp_shape5_t s, const dnnl_memory_desc_t *md) {
-    dnnl_memory_desc_t pm;
-    mp_cpu_md_plain(&pm, s);
-    float *buf = mp_zalloc(mp_cpu_md_bytes(md));
-    if (mp_cpu_reorder_once(buf, md, plain, &pm)) return NULL;
-    return buf;
-}
-
-static float *from_md(const float *buf, mp_shape5_t s, const dnnl_memory_desc_t *md) {
-    dnnl_memory_desc_t pm;
-    mp_cpu_md_plain(&pm, s);
-    float *plain = mp_zalloc((size_t)mp_shape5_elems(s) * sizeof *plain);
-    if (mp_cpu_reorder_once(plain, &pm, buf, md)) return NULL;
-    return plain;
-}
 
 #define TOL 1e-5
 

@@ -18,6 +18,18 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
+/* Runs a oneDNN call inside a function with `int rc` and a `fail:` label:
+ * a failure sets rc (MP_ERR_UNSUPPORTED for dnnl_unimplemented) and jumps there. */
+#define DNNL_CHECK(call)                                                                            \
+    do {                                                                                            \
+        dnnl_status_t st_ = (call);                                                                 \
+        if (st_ != dnnl_success) {                                                                  \
+            rc = mp_error_set(st_ == dnnl_unimplemented ? MP_ERR_UNSUPPORTED : MP_ERR_INTERNAL,      \
+                              "oneDNN: %s failed (status %d)", #call, (int)st_);                     \
+            goto fail;                                                                              \
+        }                                                                                           \
+    } while (0)
+
 /* A blocked activation layout nCdhw<block>c; channels last (ndhwc) is the
  * case block = C. */
 typedef struct {

@@ -11,16 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DNNL_CHECK(call)                                                                            \
-    do {                                                                                            \
-        dnnl_status_t st_ = (call);                                                                 \
-        if (st_ != dnnl_success) {                                                                  \
-            rc = mp_error_set(st_ == dnnl_unimplemented ? MP_ERR_UNSUPPORTED : MP_ERR_INTERNAL,      \
-                              "oneDNN: %s failed (status %d)", #call, (int)st_);                     \
-            goto fail;                                                                              \
-        }                                                                                           \
-    } while (0)
-
 static dnnl_engine_t g_engine;
 static dnnl_stream_t g_stream;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;

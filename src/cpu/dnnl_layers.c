@@ -9,16 +9,6 @@
 
 #include <string.h>
 
-#define DNNL_CHECK(call)                                                                            \
-    do {                                                                                            \
-        dnnl_status_t st_ = (call);                                                                 \
-        if (st_ != dnnl_success) {                                                                  \
-            rc = mp_error_set(st_ == dnnl_unimplemented ? MP_ERR_UNSUPPORTED : MP_ERR_INTERNAL,      \
-                              "oneDNN: %s failed (status %d)", #call, (int)st_);                     \
-            goto fail;                                                                              \
-        }                                                                                           \
-    } while (0)
-
 /* Creates the primitive of pd and a handle-less memory object for each of
  * args (in that order) plus the scratchpad; the argument descriptors come
  * from the primitive descriptor, so they match what it was built for. */
