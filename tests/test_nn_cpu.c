@@ -35,6 +35,7 @@ static double rel_err(const float *a, const float *b, int64_t n) {
 
 /* Runs one (transposed) conv case through both engines; returns the worst error. */
 static const char *expect_impl2; /* when set: the backward-weights implementation conv_case must get */
+static int expect_no_ref;         /* when set: no pass may run oneDNN's reference code */
 
 static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int transposed, int src_block, int post) {
     mp_shape5_t ys = mp_conv_out_shape(xs, cout, &g, transposed);
@@ -53,12 +54,16 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
         mp_ref_conv3d_backward_weights_f32(dw_ref, db_ref, dy, x, xs, cout, &g);
     }
     if (post) mp_ref_lrelu_forward_f32(y_ref, y_ref, ny, 0.01);
-    dnnl_memory_desc_t smd;
+    dnnl_memory_desc_t smd, dmd;
     mp_cpu_conv_desc_t d = {.xs = xs, .cout = cout, .g = g, .transposed = transposed, .bias = 1,
                             .post_lrelu = post, .post_slope = 0.01, .backward = !post};
     if (src_block) {
         mp_cpu_md_blocked(&smd, xs, src_block < 0 ? 0 : src_block); /* -1: channels last */
         d.src_md = &smd;
+        if (src_block > 1) { /* as in the U-Net: the output in the same blocking */
+            mp_cpu_md_blocked(&dmd, ys, src_block);
+            d.dst_md = &dmd;
+        }
     }
     mp_cpu_conv_t *c = NULL;
     double err = 1e9;
@@ -85,6 +90,11 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
         fprintf(stderr, "  conv case %s k%lldx%lldx%lld: impl %s / %s / %s, err %g\n", transposed ? "deconv" : "conv",
                 (long long)g.k[0], (long long)g.k[1], (long long)g.k[2], mp_cpu_conv_impl(c, 0), mp_cpu_conv_impl(c, 1),
                 mp_cpu_conv_impl(c, 2), err);
+    for (int pass = 0; pass < 3 && expect_no_ref; pass++)
+        if (!strncmp(mp_cpu_conv_impl(c, pass), "ref", 3)) {
+            fprintf(stderr, "  conv case: pass %d runs reference code (%s)\n", pass, mp_cpu_conv_impl(c, pass));
+            err = 1e9;
+        }
     if (expect_impl2 && strcmp(mp_cpu_conv_impl(c, 2), expect_impl2) != 0) {
         fprintf(stderr, "  conv case: backward-weights impl %s, expected %s\n", mp_cpu_conv_impl(c, 2), expect_impl2);
         err = 1e9;
@@ -129,6 +139,34 @@ static void test_conv_shifted_gemm_bwd_weights(void) {
     MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 16, 8, 9, 8}, 8, g222, 1, -1, 0), 0, TOL); /* upsampling */
     MP_CHECK_NEAR(conv_case((mp_shape5_t){1, 9, 8, 8, 9}, 5, g122, 1, -1, 0), 0, TOL);
     expect_impl2 = NULL;
+}
+
+/* nCdhw8c activations (oneDNN's choice on AVX2): the weight gradient comes
+ * from medpipe's blocked kernel (conv_bww8.c) for every geometry, and no
+ * pass falls to oneDNN's reference code (blocked passes without a fast
+ * kernel run on channels-last copies). Odd sizes, channel counts that do not
+ * fill a block, batch > 1, strides, anisotropic and large kernels, 1x1x1,
+ * transposed convs with and without overlap. */
+static void test_conv_blocked8_backward(void) {
+    mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}}, g333s2 = {{3, 3, 3}, {2, 2, 2}, {1, 1, 1}};
+    mp_conv_geom_t g133 = {{1, 3, 3}, {1, 2, 2}, {0, 1, 1}}, g555 = {{5, 5, 5}, {1, 1, 1}, {2, 2, 2}};
+    mp_conv_geom_t g111 = {{1, 1, 1}, {1, 1, 1}, {0, 0, 0}};
+    mp_conv_geom_t g222 = {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}}, g122 = {{1, 2, 2}, {1, 2, 2}, {0, 0, 0}};
+    expect_impl2 = "medpipe:bww8";
+    expect_no_ref = 1;
+    double e[9] = {
+        conv_case((mp_shape5_t){2, 9, 8, 9, 10}, 12, g333, 0, 8, 0),
+        conv_case((mp_shape5_t){1, 16, 9, 7, 11}, 8, g333, 0, 8, 0),
+        conv_case((mp_shape5_t){3, 17, 6, 7, 5}, 20, g333s2, 0, 8, 0),
+        conv_case((mp_shape5_t){2, 8, 5, 9, 7}, 6, g133, 0, 8, 0),
+        conv_case((mp_shape5_t){1, 8, 9, 7, 11}, 10, g555, 0, 8, 0),
+        conv_case((mp_shape5_t){2, 24, 4, 3, 4}, 3, g111, 0, 8, 0),
+        conv_case((mp_shape5_t){2, 16, 8, 9, 8}, 8, g222, 1, 8, 0),
+        conv_case((mp_shape5_t){1, 9, 5, 4, 3}, 5, g122, 1, 8, 0),
+        conv_case((mp_shape5_t){2, 6, 3, 4, 3}, 7, g333s2, 1, 8, 0)};
+    expect_impl2 = NULL;
+    expect_no_ref = 0;
+    for (int i = 0; i < 9; i++) MP_CHECK_NEAR(e[i], 0, TOL);
 }
 
 static void test_conv_fused_lrelu(void) {
@@ -239,6 +277,7 @@ int main(void) {
     mp_cpu_set_threads(2);
     MP_RUN(test_conv_matches_ref);
     MP_RUN(test_conv_shifted_gemm_bwd_weights);
+    MP_RUN(test_conv_blocked8_backward);
     MP_RUN(test_conv_fused_lrelu);
     MP_RUN(test_deconv_matches_ref);
     MP_RUN(test_inorm_matches_ref);

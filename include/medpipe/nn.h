@@ -142,6 +142,36 @@ void mp_unet_set_loss_scale(mp_unet_t *m, double scale);
  * step (forward + backward data + backward weights). */
 double mp_unet_flops_forward(const mp_unet_t *m);
 double mp_unet_flops_train(const mp_unet_t *m);
+/* Where a step's time goes (oneDNN engine; the reference engine records
+ * only the loss). Off by default: timing every op costs two clock reads. */
+typedef enum {
+    MP_UNET_PROF_CONV_FWD = 0,   /* convolutions and transposed convolutions */
+    MP_UNET_PROF_CONV_BWD_DATA,
+    MP_UNET_PROF_CONV_BWD_WEIGHTS,
+    MP_UNET_PROF_NORM_FWD,       /* instance norm + LeakyReLU */
+    MP_UNET_PROF_NORM_RECOMPUTE, /* its output again for the backward pass */
+    MP_UNET_PROF_NORM_BWD,
+    MP_UNET_PROF_CONCAT,         /* forward and backward */
+    MP_UNET_PROF_GRAD_ADD,       /* gradients of tensors used twice */
+    MP_UNET_PROF_REORDER,        /* network input, logits and their gradient */
+    MP_UNET_PROF_LOSS,
+    MP_UNET_PROF_COUNT
+} mp_unet_prof_t;
+
+typedef struct {
+    double seconds, flops;
+    int64_t calls;
+} mp_unet_prof_entry_t;
+
+/* on: zero the counters and time every op from now on; 0: stop timing. */
+void mp_unet_set_profiling(mp_unet_t *m, int on);
+/* Totals per category since profiling was switched on. */
+void mp_unet_profile(const mp_unet_t *m, mp_unet_prof_entry_t out[MP_UNET_PROF_COUNT]);
+const char *mp_unet_prof_name(mp_unet_prof_t p);
+/* The i-th (transposed) convolution in forward order: a description such as
+ * "conv 32->64 64x64x64 s2", and its seconds per pass (forward, backward data,
+ * backward weights) and FLOPs of one forward. MP_ERR_ARG past the last one. */
+int mp_unet_profile_conv(const mp_unet_t *m, int i, char *desc, size_t desc_size, double seconds[3], double *flops);
 /* Bytes of the activation arena and of the parameter-side buffers. */
 size_t mp_unet_arena_bytes(const mp_unet_t *m);
 

@@ -16,9 +16,38 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: medpipe bench table [--quick] (see 'medpipe bench table --help')\n"
                "       medpipe bench unet [--patch 64] [--batch 2] [--features 32,64,128,256,320] [--steps 3]\n"
-               "                          [--threads 2] [--torch PYTHON|none]\n"
+               "                          [--threads 2] [--torch PYTHON|none] [--profile]\n"
                "Times nnU-Net's plain conv U-Net (fp32) and, with --torch (default: .cache/venv-torch/bin/python\n"
-               "when present), the same network in PyTorch (bench/torch_unet.py). Last line: JSON.\n");
+               "when present), the same network in PyTorch (bench/torch_unet.py). --profile: where the step's time\n"
+               "goes, per op kind and per conv layer. Last line: JSON.\n");
+}
+
+/* The --profile tables: per op kind, then per conv layer (per step). */
+static void print_profile(const mp_unet_t *m, int steps, double step_s, double opt_s) {
+    mp_unet_prof_entry_t p[MP_UNET_PROF_COUNT];
+    mp_unet_profile(m, p);
+    double sum = 0;
+    printf("profile:  per training step (%d steps)\n  %-24s %9s %6s %9s\n", steps, "op", "ms", "share", "GFLOP/s");
+    for (int k = 0; k < MP_UNET_PROF_COUNT; k++) {
+        double s = p[k].seconds / steps;
+        sum += s;
+        if (p[k].flops > 0)
+            printf("  %-24s %9.1f %5.1f%% %9.1f\n", mp_unet_prof_name(k), s * 1e3, 100 * s / step_s,
+                   p[k].flops / p[k].seconds * 1e-9);
+        else
+            printf("  %-24s %9.1f %5.1f%%\n", mp_unet_prof_name(k), s * 1e3, 100 * s / step_s);
+    }
+    printf("  %-24s %9.1f %5.1f%%\n", "optimizer", opt_s * 1e3, 100 * opt_s / step_s);
+    printf("  %-24s %9.1f %5.1f%%\n", "other", (step_s - sum - opt_s) * 1e3, 100 * (step_s - sum - opt_s) / step_s);
+    printf("  %-34s %8s %8s %8s   GFLOP/s fwd / bwd data / bwd weights\n", "layer", "fwd ms", "bwd-d ms", "bwd-w ms");
+    char desc[96];
+    double sec[3], fl;
+    for (int i = 0; !mp_unet_profile_conv(m, i, desc, sizeof desc, sec, &fl); i++) {
+        for (int j = 0; j < 3; j++) sec[j] /= steps;
+        printf("  %-34s %8.1f %8.1f %8.1f   %6.1f / %6.1f / %6.1f\n", desc, sec[0] * 1e3, sec[1] * 1e3, sec[2] * 1e3,
+               fl / sec[0] * 1e-9, sec[1] > 0 ? fl / sec[1] * 1e-9 : 0, fl / sec[2] * 1e-9);
+    }
+    mp_error_clear();
 }
 
 static int parse_features(const char *s, mp_unet_config_t *c) {
@@ -71,11 +100,15 @@ int mp_cli_bench(int argc, char **argv) {
     mp_unet_config_default(&c);
     c.threads = 2;
     int64_t v;
-    int steps = 3;
+    int steps = 3, profile = 0;
     const char *features = "32,64,128,256,320", *torch = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help")) return usage(stdout), MP_EXIT_OK;
+        if (!strcmp(a, "--profile")) {
+            profile = 1;
+            continue;
+        }
         if (!val) return mp_cli_usage_error("bench", "%s needs a value", a);
         i++;
         if (!strcmp(a, "--patch") && !mp_cli_parse_int(val, &v) && v >= 8 && v <= 512)
@@ -108,12 +141,18 @@ int mp_cli_bench(int argc, char **argv) {
     double loss = 0, t0;
     int rc = mp_unet_forward_backward(m, &loss, img, lab, NULL); /* warm-up: first-touch of every buffer */
     mp_opt_step(&opt, mp_unet_params(m), mp_unet_grads(m), oc.lr);
+    mp_unet_set_profiling(m, profile);
+    double t_opt = 0;
     t0 = mp_time_now();
     for (int s = 0; !rc && s < steps; s++) {
         rc = mp_unet_forward_backward(m, &loss, img, lab, NULL);
+        double t1 = mp_time_now();
         mp_opt_step(&opt, mp_unet_params(m), mp_unet_grads(m), oc.lr);
+        t_opt += mp_time_now() - t1;
     }
     double ts = (mp_time_now() - t0) / steps;
+    if (profile && !rc) print_profile(m, steps, ts, t_opt / steps);
+    mp_unet_set_profiling(m, 0);
     t0 = mp_time_now();
     if (!rc) rc = mp_unet_forward(m, NULL, img);
     double tf = mp_time_now() - t0, rss = peak_rss_mb();

@@ -105,6 +105,14 @@ int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, cons
 int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const float *dy, const float *x,
                                  void *scratch);
 
+/* ---- weight gradient on nCdhw8c activations (conv_bww8.c) ----
+ * For a conv layer (or transposed conv) whose x and dy are both nCdhw8c:
+ * dw plain (as mp_cpu_conv_backward_weights), db (may be NULL) from dy and x;
+ * scratch holds mp_cpu_bww8_scratch_bytes. Any kernel, stride and padding. */
+int mp_cpu_bww8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst);
+size_t mp_cpu_bww8_scratch_bytes(const mp_cpu_conv_desc_t *d);
+void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const float *dy, const float *x, void *scratch);
+
 /* ---- kernels on blocked layouts (pool may be NULL) ---- */
 /* Instance norm over each (n, c), affine, then LeakyReLU(slope) if act.
  * mean/rstd: N*C values, saved for the backward pass. */

@@ -161,7 +161,16 @@ struct mp_cpu_conv {
     dnnl_memory_t m_src_bw, m_ddst_bw, m_dw, m_db;     /* backward weights */
     size_t scratch_bytes;                              /* max over the passes */
     size_t scratch_fwd, scratch_bd, scratch_bw;        /* per pass (bw: the one that runs) */
-    int own_bw;          /* backward-weights by shifted GEMMs (see own_bw_eligible) */
+    int own_bw;          /* backward-weights by shifted GEMMs (see own_bw_geometry) */
+    int bw8;             /* backward-weights on nCdhw8c directly (conv_bww8.c) */
+    /* A backward pass whose fast kernel exists only for channels last (see
+     * create_backward) runs on ndhwc copies that follow its primitive's
+     * scratchpad in the caller's scratch buffer, at copy_off. */
+    int fwd_alt, bd_alt, bw_alt;
+    dnnl_memory_desc_t alt_src_md, alt_dst_md;         /* ndhwc */
+    mp_cpu_reorder_t *x_to_alt, *y_from_alt, *dy_to_alt, *dx_from_alt;
+    size_t copy_off_fwd, copy_off_bd, copy_off_bw, alt_dst_bytes;
+    char impl_name[3][48];
 };
 
 static int finish_prim(prim_t *p, dnnl_primitive_desc_t pd, size_t *scratch_max) {
@@ -239,6 +248,52 @@ static int conv_descs(mp_cpu_conv_t *c, const dnnl_memory_desc_t *given_src, con
     return MP_OK;
 }
 
+static int own_bw_geometry(const mp_cpu_conv_desc_t *d);
+
+static int impl_is_ref(const_dnnl_primitive_desc_t pd) {
+    const char *impl = "ref";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    return strncmp(impl, "ref", 3) == 0;
+}
+
+static int is_channels_last(const dnnl_memory_desc_t *md) {
+    mp_cpu_layout_t l;
+    int ok = !mp_cpu_layout_from_md(&l, md) && l.block == l.c;
+    mp_error_clear();
+    return ok;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* A reorder between a native and an ndhwc layout, created once. */
+static int alt_reorder(mp_cpu_reorder_t **r, const dnnl_memory_desc_t *dst, const dnnl_memory_desc_t *src) {
+    return *r ? MP_OK : mp_cpu_reorder_create(r, dst, src);
+}
+
+static int forward_pd(const mp_cpu_conv_t *c, dnnl_primitive_desc_t *pd, const dnnl_memory_desc_t *src,
+                      const dnnl_memory_desc_t *dst, const dnnl_memory_desc_t *w, const dnnl_dims_t st,
+                      const dnnl_dims_t pl, const dnnl_dims_t pr, const_dnnl_primitive_attr_t attr) {
+    int rc = MP_OK;
+    const mp_cpu_conv_desc_t *d = &c->d;
+    dnnl_convolution_desc_t cd;
+    dnnl_deconvolution_desc_t dd;
+    const dnnl_memory_desc_t *bmd = d->bias ? &c->b_md : NULL;
+    dnnl_prop_kind_t prop = d->backward ? dnnl_forward_training : dnnl_forward_inference;
+    *pd = NULL;
+    if (d->transposed) {
+        DNNL_CHECK(dnnl_deconvolution_forward_desc_init(&dd, prop, dnnl_deconvolution_direct, src, w, bmd, dst, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(pd, &dd, attr, mp_cpu_engine(), NULL));
+    } else {
+        DNNL_CHECK(dnnl_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, src, w, bmd, dst, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(pd, &cd, attr, mp_cpu_engine(), NULL));
+    }
+fail:
+    return rc;
+}
+
+/* The forward primitive for the given (or oneDNN's) layouts; when oneDNN has
+ * only reference code for them (blocked transposed convs on AVX2), it runs
+ * on ndhwc copies as backward passes can (see create_backward). */
 static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst,
                           const dnnl_memory_desc_t *w, const dnnl_dims_t st, const dnnl_dims_t pl,
                           const dnnl_dims_t pr) {
@@ -246,11 +301,7 @@ static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const
     const mp_cpu_conv_desc_t *d = &c->d;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_convolution_desc_t cd;
-    dnnl_deconvolution_desc_t dd;
-    const dnnl_memory_desc_t *bmd = d->bias ? &c->b_md : NULL;
-    dnnl_prop_kind_t prop = d->backward ? dnnl_forward_training : dnnl_forward_inference;
+    dnnl_primitive_desc_t pd = NULL, apd = NULL;
     DNNL_CHECK(dnnl_primitive_attr_create(&attr));
     DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     if (d->post_lrelu) {
@@ -258,64 +309,106 @@ static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const
         DNNL_CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, (float)d->post_slope, 0.0f));
         DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
     }
-    if (d->transposed) {
-        DNNL_CHECK(dnnl_deconvolution_forward_desc_init(&dd, prop, dnnl_deconvolution_direct, src, w, bmd, dst, st, pl, pr));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &dd, attr, mp_cpu_engine(), NULL));
-    } else {
-        DNNL_CHECK(dnnl_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, src, w, bmd, dst, st, pl, pr));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &cd, attr, mp_cpu_engine(), NULL));
-    }
+    if ((rc = forward_pd(c, &pd, src, dst, w, st, pl, pr, attr))) goto fail;
     c->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     c->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &c->wf_md, &c->wf,
+    if (impl_is_ref(pd) && (!is_channels_last(&c->src_md) || !is_channels_last(&c->dst_md))) {
+        if ((rc = forward_pd(c, &apd, &c->alt_src_md, &c->alt_dst_md, w, st, pl, pr, attr)) ||
+            (rc = alt_reorder(&c->x_to_alt, &c->alt_src_md, &c->src_md)) ||
+            (rc = alt_reorder(&c->y_from_alt, &c->dst_md, &c->alt_dst_md)))
+            goto fail;
+        c->fwd_alt = 1;
+    }
+    dnnl_primitive_desc_t run_pd = c->fwd_alt ? apd : pd;
+    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(run_pd, dnnl_query_weights_md, 0), &c->wf_md, &c->wf,
                              &c->w_to_fwd, 0)))
         goto fail;
-    if ((rc = finish_prim(&c->fwd, pd, &c->scratch_fwd))) goto fail;
-    if ((rc = new_mem(&c->m_src, &c->src_md)) || (rc = new_mem(&c->m_dst, &c->dst_md)) ||
-        (rc = new_mem(&c->m_wf, &c->wf_md)) || (rc = new_mem(&c->m_b, &c->b_md)))
+    if ((rc = finish_prim(&c->fwd, run_pd, &c->scratch_fwd))) goto fail;
+    if ((rc = new_mem(&c->m_src, c->fwd_alt ? &c->alt_src_md : &c->src_md)) ||
+        (rc = new_mem(&c->m_dst, c->fwd_alt ? &c->alt_dst_md : &c->dst_md)) || (rc = new_mem(&c->m_wf, &c->wf_md)) ||
+        (rc = new_mem(&c->m_b, &c->b_md)))
         goto fail;
+    snprintf(c->impl_name[0], sizeof c->impl_name[0], "%s%s", c->fwd.impl, c->fwd_alt ? " (ndhwc)" : "");
 fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
+    if (apd) dnnl_primitive_desc_destroy(apd);
     if (po) dnnl_post_ops_destroy(po);
     if (attr) dnnl_primitive_attr_destroy(attr);
     return rc;
 }
 
-/* Backward primitives use exactly the forward's activation layouts so that
- * no reorder sits between the passes; only the weights layouts are free. */
-static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, const dnnl_dims_t st,
-                           const dnnl_dims_t pl, const dnnl_dims_t pr) {
+/* Backward-data and backward-weights descriptors for activations in src/dst
+ * (the forward descriptor built here is only their hint). */
+static int backward_pds(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst,
+                        const dnnl_memory_desc_t *any_w, const dnnl_dims_t st, const dnnl_dims_t pl,
+                        const dnnl_dims_t pr, dnnl_primitive_desc_t pds[2]) {
     int rc = MP_OK;
     const mp_cpu_conv_desc_t *d = &c->d;
     dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t fwd_pd = NULL, bd_pd = NULL, bw_pd = NULL;
+    dnnl_primitive_desc_t fwd_pd = NULL;
     const dnnl_memory_desc_t *bmd = d->bias ? &c->b_md : NULL;
     dnnl_convolution_desc_t cf, cb, cw;
     dnnl_deconvolution_desc_t df, db, dw;
     dnnl_engine_t e = mp_cpu_engine();
+    pds[0] = pds[1] = NULL;
     DNNL_CHECK(dnnl_primitive_attr_create(&attr));
     DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     if (d->transposed) {
-        DNNL_CHECK(dnnl_deconvolution_forward_desc_init(&df, dnnl_forward_training, dnnl_deconvolution_direct, &c->src_md,
-                                                        &c->wf_md, bmd, &c->dst_md, st, pl, pr));
+        DNNL_CHECK(dnnl_deconvolution_forward_desc_init(&df, dnnl_forward_training, dnnl_deconvolution_direct, src,
+                                                        any_w, bmd, dst, st, pl, pr));
         DNNL_CHECK(dnnl_primitive_desc_create(&fwd_pd, &df, NULL, e, NULL));
-        DNNL_CHECK(dnnl_deconvolution_backward_data_desc_init(&db, dnnl_deconvolution_direct, &c->src_md, any_w,
-                                                              &c->dst_md, st, pl, pr));
-        DNNL_CHECK(dnnl_primitive_desc_create(&bd_pd, &db, attr, e, fwd_pd));
-        DNNL_CHECK(dnnl_deconvolution_backward_weights_desc_init(&dw, dnnl_deconvolution_direct, &c->src_md, any_w, bmd,
-                                                                 &c->dst_md, st, pl, pr));
-        DNNL_CHECK(dnnl_primitive_desc_create(&bw_pd, &dw, attr, e, fwd_pd));
+        DNNL_CHECK(dnnl_deconvolution_backward_data_desc_init(&db, dnnl_deconvolution_direct, src, any_w, dst, st, pl,
+                                                              pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pds[0], &db, attr, e, fwd_pd));
+        DNNL_CHECK(dnnl_deconvolution_backward_weights_desc_init(&dw, dnnl_deconvolution_direct, src, any_w, bmd, dst,
+                                                                 st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pds[1], &dw, attr, e, fwd_pd));
     } else {
-        DNNL_CHECK(dnnl_convolution_forward_desc_init(&cf, dnnl_forward_training, dnnl_convolution_direct, &c->src_md,
-                                                      &c->wf_md, bmd, &c->dst_md, st, pl, pr));
+        DNNL_CHECK(dnnl_convolution_forward_desc_init(&cf, dnnl_forward_training, dnnl_convolution_direct, src, any_w,
+                                                      bmd, dst, st, pl, pr));
         DNNL_CHECK(dnnl_primitive_desc_create(&fwd_pd, &cf, NULL, e, NULL));
-        DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&cb, dnnl_convolution_direct, &c->src_md, any_w, &c->dst_md,
-                                                            st, pl, pr));
-        DNNL_CHECK(dnnl_primitive_desc_create(&bd_pd, &cb, attr, e, fwd_pd));
-        DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(&cw, dnnl_convolution_direct, &c->src_md, any_w, bmd,
-                                                               &c->dst_md, st, pl, pr));
-        DNNL_CHECK(dnnl_primitive_desc_create(&bw_pd, &cw, attr, e, fwd_pd));
+        DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&cb, dnnl_convolution_direct, src, any_w, dst, st, pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pds[0], &cb, attr, e, fwd_pd));
+        DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(&cw, dnnl_convolution_direct, src, any_w, bmd, dst, st,
+                                                               pl, pr));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pds[1], &cw, attr, e, fwd_pd));
     }
+fail:
+    if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+/* Backward passes read and write the forward's activation layouts, so that no
+ * reorder sits between layers. oneDNN 2.6 on AVX2 has blocked (nCdhw8c)
+ * kernels for forward and stride-1 backward-data that beat its channels-last
+ * ones by up to 1.5x, but only reference code for blocked strided
+ * backward-data and blocked 3D backward-weights. Such a pass runs on ndhwc
+ * copies of its activations instead (its own GEMMs or oneDNN's): two
+ * memory-bound reorders against a compute-bound conv. */
+static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, const dnnl_dims_t st,
+                           const dnnl_dims_t pl, const dnnl_dims_t pr) {
+    int rc;
+    dnnl_primitive_desc_t nat[2] = {NULL, NULL}, alt[2] = {NULL, NULL};
+    if ((rc = backward_pds(c, &c->src_md, &c->dst_md, any_w, st, pl, pr, nat))) goto fail;
+    c->bw8 = mp_cpu_bww8_supported(&c->d, &c->src_md, &c->dst_md);
+    if (!is_channels_last(&c->src_md) || !is_channels_last(&c->dst_md)) {
+        c->bd_alt = impl_is_ref(nat[0]);
+        c->bw_alt = !c->bw8 && (impl_is_ref(nat[1]) || own_bw_geometry(&c->d));
+    }
+    if (c->bd_alt || c->bw_alt) {
+        if ((rc = backward_pds(c, &c->alt_src_md, &c->alt_dst_md, any_w, st, pl, pr, alt)) ||
+            (rc = alt_reorder(&c->dy_to_alt, &c->alt_dst_md, &c->dst_md)))
+            goto fail;
+        if ((c->bd_alt && (rc = alt_reorder(&c->dx_from_alt, &c->src_md, &c->alt_src_md))) ||
+            (c->bw_alt && (rc = alt_reorder(&c->x_to_alt, &c->alt_src_md, &c->src_md))))
+            goto fail;
+    }
+    const dnnl_primitive_desc_t bd_pd = c->bd_alt ? alt[0] : nat[0], bw_pd = c->bw_alt ? alt[1] : nat[1];
+    const dnnl_memory_desc_t *bd_src = c->bd_alt ? &c->alt_src_md : &c->src_md;
+    const dnnl_memory_desc_t *bd_dst = c->bd_alt ? &c->alt_dst_md : &c->dst_md;
+    const dnnl_memory_desc_t *bw_src = c->bw_alt ? &c->alt_src_md : &c->src_md;
+    const dnnl_memory_desc_t *bw_dst = c->bw_alt ? &c->alt_dst_md : &c->dst_md;
     if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(bd_pd, dnnl_query_weights_md, 0), &c->wb_md, &c->wb,
                              &c->w_to_bwd, 0)) ||
         (rc = weights_layout(c, dnnl_primitive_desc_query_md(bw_pd, dnnl_query_diff_weights_md, 0), &c->dw_md,
@@ -324,16 +417,17 @@ static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, co
     if ((rc = finish_prim(&c->bwd_data, bd_pd, &c->scratch_bd)) ||
         (rc = finish_prim(&c->bwd_weights, bw_pd, &c->scratch_bw)))
         goto fail;
-    if ((rc = new_mem(&c->m_dsrc, &c->src_md)) || (rc = new_mem(&c->m_ddst_bd, &c->dst_md)) ||
-        (rc = new_mem(&c->m_wb, &c->wb_md)) || (rc = new_mem(&c->m_src_bw, &c->src_md)) ||
-        (rc = new_mem(&c->m_ddst_bw, &c->dst_md)) || (rc = new_mem(&c->m_dw, &c->dw_md)) ||
+    if ((rc = new_mem(&c->m_dsrc, bd_src)) || (rc = new_mem(&c->m_ddst_bd, bd_dst)) ||
+        (rc = new_mem(&c->m_wb, &c->wb_md)) || (rc = new_mem(&c->m_src_bw, bw_src)) ||
+        (rc = new_mem(&c->m_ddst_bw, bw_dst)) || (rc = new_mem(&c->m_dw, &c->dw_md)) ||
         (rc = new_mem(&c->m_db, &c->b_md)))
         goto fail;
+    c->own_bw = !c->bw8 && own_bw_geometry(&c->d) && is_channels_last(bw_src) && is_channels_last(bw_dst);
 fail:
-    if (fwd_pd) dnnl_primitive_desc_destroy(fwd_pd);
-    if (bd_pd) dnnl_primitive_desc_destroy(bd_pd);
-    if (bw_pd) dnnl_primitive_desc_destroy(bw_pd);
-    if (attr) dnnl_primitive_attr_destroy(attr);
+    for (int i = 0; i < 2; i++) {
+        if (nat[i]) dnnl_primitive_desc_destroy(nat[i]);
+        if (alt[i]) dnnl_primitive_desc_destroy(alt[i]);
+    }
     return rc;
 }
 
@@ -349,9 +443,7 @@ fail:
  * threads, so no reduction is needed. A transposed conv whose kernel equals
  * its stride is one GEMM per kernel offset and input image row, reading the
  * output gradient with a stride. */
-static int own_bw_eligible(const mp_cpu_conv_t *c) {
-    const mp_cpu_conv_desc_t *d = &c->d;
-    mp_cpu_layout_t ls, ld;
+static int own_bw_geometry(const mp_cpu_conv_desc_t *d) {
     /* Small volumes (deep layers) stay with oneDNN: there the GEMMs would be tiny. */
     if (d->xs.d * d->xs.h * d->xs.w < 512) return 0;
     for (int i = 0; i < 3; i++) {
@@ -359,10 +451,7 @@ static int own_bw_eligible(const mp_cpu_conv_t *c) {
         if (d->transposed && (d->g.s[i] != d->g.k[i] || d->g.p[i] != 0)) return 0;
         if (!d->transposed && (d->g.s[i] != 1 || 2 * d->g.p[i] != d->g.k[i] - 1)) return 0;
     }
-    int ok = !mp_cpu_layout_from_md(&ls, &c->src_md) && !mp_cpu_layout_from_md(&ld, &c->dst_md) &&
-             ls.block == ls.c && ld.block == ld.c;
-    mp_error_clear();
-    return ok;
+    return 1;
 }
 
 static size_t own_bw_scratch(const mp_cpu_conv_t *c) {
@@ -483,12 +572,26 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
         /* Right padding that makes oneDNN's size rule give PyTorch's floor result. */
         pr[i] = d->transposed ? d->g.p[i] : (on[i] - 1) * d->g.s[i] + d->g.k[i] - in[i] - d->g.p[i];
     }
+    if ((rc = mp_cpu_md_blocked(&c->alt_src_md, d->xs, 0)) || (rc = mp_cpu_md_blocked(&c->alt_dst_md, ys, 0))) goto fail;
+    c->alt_dst_bytes = align64(mp_cpu_md_bytes(&c->alt_dst_md));
     if ((rc = create_forward(c, &any_src, &any_dst, &any_w, st, pl, pr))) goto fail;
+    size_t copies = c->alt_dst_bytes + align64(mp_cpu_md_bytes(&c->alt_src_md));
+    c->copy_off_fwd = align64(c->scratch_fwd);
+    if (c->fwd_alt) c->scratch_fwd = c->copy_off_fwd + copies;
     if (d->backward && (rc = create_backward(c, &any_w, st, pl, pr))) goto fail;
-    if (d->backward && own_bw_eligible(c)) {
-        /* oneDNN's backward-weights primitive stays as a fallback but never runs: its scratchpad is not needed. */
-        c->own_bw = 1;
-        c->scratch_bw = own_bw_scratch(c) + (size_t)d->cout * sizeof(double);
+    if (d->backward) {
+        /* With own_bw, oneDNN's backward-weights primitive stays as a fallback
+         * but never runs: its scratchpad is not needed. */
+        if (c->own_bw) c->scratch_bw = own_bw_scratch(c) + (size_t)d->cout * sizeof(double);
+        if (c->bw8) c->scratch_bw = mp_cpu_bww8_scratch_bytes(&c->d);
+        c->copy_off_bd = align64(c->scratch_bd);
+        c->copy_off_bw = align64(c->scratch_bw);
+        if (c->bd_alt) c->scratch_bd = c->copy_off_bd + copies;
+        if (c->bw_alt) c->scratch_bw = c->copy_off_bw + copies;
+        snprintf(c->impl_name[1], sizeof c->impl_name[1], "%s%s", c->bwd_data.impl, c->bd_alt ? " (ndhwc)" : "");
+        snprintf(c->impl_name[2], sizeof c->impl_name[2], "%s%s",
+                 c->bw8 ? "medpipe:bww8" : c->own_bw ? "medpipe:shifted_gemm" : c->bwd_weights.impl,
+                 c->bw_alt ? " (ndhwc)" : "");
     }
     c->scratch_bytes = c->scratch_fwd;
     if (c->scratch_bd > c->scratch_bytes) c->scratch_bytes = c->scratch_bd;
@@ -514,6 +617,10 @@ void mp_cpu_conv_free(mp_cpu_conv_t *c) {
     mp_cpu_reorder_free(c->w_to_fwd);
     mp_cpu_reorder_free(c->w_to_bwd);
     mp_cpu_reorder_free(c->dw_to_plain);
+    mp_cpu_reorder_free(c->x_to_alt);
+    mp_cpu_reorder_free(c->y_from_alt);
+    mp_cpu_reorder_free(c->dy_to_alt);
+    mp_cpu_reorder_free(c->dx_from_alt);
     mp_free(c->wf);
     mp_free(c->wb);
     mp_free(c->dwb);
@@ -532,9 +639,8 @@ size_t mp_cpu_conv_scratch_pass_bytes(const mp_cpu_conv_t *c, int pass) {
 }
 
 const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which) {
-    if (which == 2 && c->own_bw) return "medpipe:shifted_gemm";
-    const prim_t *p = which == 0 ? &c->fwd : which == 1 ? &c->bwd_data : &c->bwd_weights;
-    return p->impl ? p->impl : "none";
+    which = which < 0 ? 0 : which > 2 ? 2 : which;
+    return c->impl_name[which][0] ? c->impl_name[which] : "none";
 }
 
 int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float *w, const float *b, void *scratch) {
@@ -545,7 +651,14 @@ int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float 
         wl = c->wf;
     }
     c->wf_of = w;
-    if ((rc = set_mem(c->m_src, x)) || (rc = set_mem(c->m_dst, y)) || (rc = set_mem(c->m_wf, wl))) return rc;
+    float *y_run = y;
+    if (c->fwd_alt) {
+        y_run = (float *)((char *)scratch + c->copy_off_fwd);
+        float *x_copy = (float *)((char *)scratch + c->copy_off_fwd + c->alt_dst_bytes);
+        if ((rc = mp_cpu_reorder_run(c->x_to_alt, x_copy, x))) return rc;
+        x = x_copy;
+    }
+    if ((rc = set_mem(c->m_src, x)) || (rc = set_mem(c->m_dst, y_run)) || (rc = set_mem(c->m_wf, wl))) return rc;
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, c->m_src}, {DNNL_ARG_WEIGHTS, c->m_wf}, {DNNL_ARG_DST, c->m_dst}};
     int n = 3;
     if (c->d.bias) {
@@ -553,7 +666,8 @@ int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float 
         args[n].arg = DNNL_ARG_BIAS;
         args[n++].memory = c->m_b;
     }
-    return run_prim(&c->fwd, args, n, scratch);
+    if ((rc = run_prim(&c->fwd, args, n, scratch))) return rc;
+    return c->fwd_alt ? mp_cpu_reorder_run(c->y_from_alt, y, y_run) : MP_OK;
 }
 
 int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, const float *w, void *scratch) {
@@ -566,15 +680,36 @@ int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, cons
         else if ((rc = mp_cpu_reorder_run(c->w_to_bwd, c->wb, w))) return rc;
         else wl = c->wb;
     }
-    if ((rc = set_mem(c->m_dsrc, dx)) || (rc = set_mem(c->m_ddst_bd, dy)) || (rc = set_mem(c->m_wb, wl))) return rc;
+    float *dx_run = dx;
+    if (c->bd_alt) {
+        float *dy_copy = (float *)((char *)scratch + c->copy_off_bd);
+        dx_run = (float *)((char *)scratch + c->copy_off_bd + c->alt_dst_bytes);
+        if ((rc = mp_cpu_reorder_run(c->dy_to_alt, dy_copy, dy))) return rc;
+        dy = dy_copy;
+    }
+    if ((rc = set_mem(c->m_dsrc, dx_run)) || (rc = set_mem(c->m_ddst_bd, dy)) || (rc = set_mem(c->m_wb, wl))) return rc;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_DIFF_DST, c->m_ddst_bd}, {DNNL_ARG_WEIGHTS, c->m_wb}, {DNNL_ARG_DIFF_SRC, c->m_dsrc}};
-    return run_prim(&c->bwd_data, args, 3, scratch);
+    if ((rc = run_prim(&c->bwd_data, args, 3, scratch))) return rc;
+    return c->bd_alt ? mp_cpu_reorder_run(c->dx_from_alt, dx, dx_run) : MP_OK;
 }
 
 int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const float *dy, const float *x,
                                  void *scratch) {
     int rc;
     if (!c->bwd_weights.prim) return mp_error_set(MP_ERR_ARG, "conv: layer was created without backward");
+    if (c->d.bias && !db) return mp_error_set(MP_ERR_ARG, "conv: bias gradient buffer missing");
+    if (c->bw8) {
+        mp_cpu_bww8_run(&c->d, dw, c->d.bias ? db : NULL, dy, x, scratch);
+        return MP_OK;
+    }
+    if (c->bw_alt) {
+        float *dy_copy = (float *)((char *)scratch + c->copy_off_bw);
+        float *x_copy = (float *)((char *)scratch + c->copy_off_bw + c->alt_dst_bytes);
+        if ((rc = mp_cpu_reorder_run(c->dy_to_alt, dy_copy, dy)) || (rc = mp_cpu_reorder_run(c->x_to_alt, x_copy, x)))
+            return rc;
+        dy = dy_copy;
+        x = x_copy;
+    }
     if (c->own_bw) {
         if (c->d.bias && !db) return mp_error_set(MP_ERR_ARG, "conv: bias gradient buffer missing");
         own_bw_run(c, dw, c->d.bias ? db : NULL, dy, x, scratch);
@@ -594,25 +729,11 @@ int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const f
     return c->dw_to_plain ? mp_cpu_reorder_run(c->dw_to_plain, dw, c->dwb) : MP_OK;
 }
 
-/* Implementation name of a backward-weights conv with activations in `block`. */
-static int bwd_weights_is_ref(const dnnl_memory_desc_t *x, const dnnl_memory_desc_t *w, const dnnl_dims_t st,
-                              const dnnl_dims_t pad) {
-    dnnl_convolution_desc_t fd, bd;
-    dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
-    const char *impl = "ref";
-    if (!dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, x, w, NULL, x, st, pad,
-                                            pad) &&
-        !dnnl_primitive_desc_create(&fpd, &fd, NULL, mp_cpu_engine(), NULL) &&
-        !dnnl_convolution_backward_weights_desc_init(&bd, dnnl_convolution_direct, x, w, NULL, x, st, pad, pad) &&
-        !dnnl_primitive_desc_create(&bpd, &bd, NULL, mp_cpu_engine(), fpd))
-        dnnl_primitive_desc_query(bpd, dnnl_query_impl_info_str, 0, &impl);
-    int ref = strncmp(impl, "ref", 3) == 0;
-    if (bpd) dnnl_primitive_desc_destroy(bpd);
-    if (fpd) dnnl_primitive_desc_destroy(fpd);
-    return ref;
-}
-
 int64_t mp_cpu_preferred_block(int64_t c) {
+    /* Developer override for side-by-side timing: MEDPIPE_ACT_LAYOUT=ndhwc|8c|16c. */
+    const char *env = getenv("MEDPIPE_ACT_LAYOUT");
+    if (env && !strcmp(env, "ndhwc")) return 0;
+    if (env && (!strcmp(env, "8c") || !strcmp(env, "16c"))) return atoi(env);
     dnnl_dims_t xd = {2, c, 16, 16, 16}, wd = {c, c, 3, 3, 3}, st = {1, 1, 1}, pad = {1, 1, 1};
     dnnl_memory_desc_t x, w;
     dnnl_convolution_desc_t cd;
@@ -627,10 +748,9 @@ int64_t mp_cpu_preferred_block(int64_t c) {
     mp_cpu_layout_t l;
     const dnnl_memory_desc_t *chosen = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     if (!mp_cpu_layout_from_md(&l, chosen)) {
+        /* Backward passes without a blocked kernel run on channels-last
+         * copies (create_backward). */
         block = l.block == l.c && l.block > 16 ? 0 : l.block;
-        /* Training needs a fast backward too: oneDNN 2.6 has no AVX2 kernel for
-         * blocked 3D backward-weights, but a GEMM one for channels last. */
-        if (block && bwd_weights_is_ref(chosen, &w, st, pad)) block = 0;
     }
     mp_error_clear();
     dnnl_primitive_desc_destroy(pd);

@@ -193,6 +193,7 @@ static void count_flops(mp_unet_t *m) {
         double kv = (double)(o->g.k[0] * o->g.k[1] * o->g.k[2]);
         double f = o->kind == OP_CONV ? 2.0 * (double)mp_shape5_elems(ys) * (double)xs.c * kv
                                       : 2.0 * (double)mp_shape5_elems(xs) * (double)ys.c * kv;
+        o->flops = f;
         m->flops_fwd += f;
         m->flops_train += f * (o->need_dx ? 3 : 2);
     }
@@ -347,6 +348,40 @@ float *mp_unet_grads(mp_unet_t *m) { return m->grads; }
 int mp_unet_n_tensors(const mp_unet_t *m) { return m->np; }
 const mp_param_info_t *mp_unet_tensor(const mp_unet_t *m, int i) { return i >= 0 && i < m->np ? &m->p[i] : NULL; }
 double mp_unet_flops_forward(const mp_unet_t *m) { return m->flops_fwd; }
+
+void mp_unet_set_profiling(mp_unet_t *m, int on) {
+    m->profiling = on;
+    if (!on) return;
+    memset(m->prof, 0, sizeof m->prof);
+    for (int i = 0; i < m->nop; i++) m->op[i].prof_s[0] = m->op[i].prof_s[1] = m->op[i].prof_s[2] = 0;
+}
+
+void mp_unet_profile(const mp_unet_t *m, mp_unet_prof_entry_t out[MP_UNET_PROF_COUNT]) {
+    memcpy(out, m->prof, sizeof m->prof);
+}
+
+const char *mp_unet_prof_name(mp_unet_prof_t p) {
+    static const char *names[MP_UNET_PROF_COUNT] = {
+        "conv forward",       "conv backward data", "conv backward weights", "norm forward",  "norm recompute",
+        "norm backward",      "concat",             "gradient add",          "reorder",       "loss"};
+    return p >= 0 && p < MP_UNET_PROF_COUNT ? names[p] : "?";
+}
+
+int mp_unet_profile_conv(const mp_unet_t *m, int i, char *desc, size_t desc_size, double seconds[3], double *flops) {
+    for (int k = 0, seen = 0; k < m->nop; k++) {
+        const op_t *o = &m->op[k];
+        if (o->kind != OP_CONV && o->kind != OP_DECONV) continue;
+        if (seen++ != i) continue;
+        const mp_shape5_t xs = m->t[o->in].s, ys = m->t[o->out].s;
+        snprintf(desc, desc_size, "%s %lld->%lld %lldx%lldx%lld k%lld s%lld", o->kind == OP_CONV ? "conv" : "deconv",
+                 (long long)xs.c, (long long)ys.c, (long long)xs.d, (long long)xs.h, (long long)xs.w,
+                 (long long)o->g.k[2], (long long)o->g.s[2]);
+        memcpy(seconds, o->prof_s, sizeof o->prof_s);
+        *flops = o->flops;
+        return MP_OK;
+    }
+    return mp_error_set(MP_ERR_ARG, "unet: no conv layer %d", i);
+}
 double mp_unet_flops_train(const mp_unet_t *m) { return m->flops_train; }
 size_t mp_unet_arena_bytes(const mp_unet_t *m) { return m->arena_bytes; }
 
@@ -468,7 +503,9 @@ int mp_unet_forward_loss(mp_unet_t *m, double *loss, const float *input, const u
     if (!lo) mp_loss_opts_init(&def), lo = &def;
     int rc = check_labels(m, labels);
     if (rc || (rc = mp_unet_forward(m, NULL, input))) return rc;
+    double t0 = prof_begin(m);
     *loss = mp_unet_loss(m, labels, lo, 0);
+    prof_end(m, MP_UNET_PROF_LOSS, t0, 0);
     return MP_OK;
 }
 
@@ -478,7 +515,9 @@ int mp_unet_forward_backward(mp_unet_t *m, double *loss, const float *input, con
     if (!lo) mp_loss_opts_init(&def), lo = &def;
     int rc = check_labels(m, labels);
     if (rc || (rc = mp_unet_forward(m, NULL, input))) return rc;
+    double t0 = prof_begin(m);
     double l = mp_unet_loss(m, labels, lo, 1);
+    prof_end(m, MP_UNET_PROF_LOSS, t0, 0);
     if (!isfinite(l)) return mp_error_set(MP_ERR_NONFINITE, "unet: the loss is not finite (%g)", l);
     if (loss) *loss = l;
 #ifdef MP_HAVE_DNNL

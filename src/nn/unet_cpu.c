@@ -99,37 +99,45 @@ int mp_unet_cpu_forward(mp_unet_t *m, const float *input) {
     int rc;
     const float *P = m->params;
     tensor_t *tin = &m->t[m->input];
+    double t0 = prof_begin(m);
     if (m->in_reorder) {
         if ((rc = mp_cpu_reorder_run(m->in_reorder, arena_at(m, tin->off), input))) return rc;
     } else {
         memcpy(arena_at(m, tin->off), input, tin->bytes);
     }
+    prof_end(m, MP_UNET_PROF_REORDER, t0, 0);
     for (int i = 0; i < m->nop; i++) {
         op_t *o = &m->op[i];
         tensor_t *ti = &m->t[o->in], *to = &m->t[o->out];
         float *y = arena_at(m, to->off), *st;
         const float *x = arena_at(m, ti->off);
+        t0 = prof_begin(m);
         switch (o->kind) {
         case OP_CONV:
         case OP_DECONV:
             if ((rc = mp_cpu_conv_forward(o->conv, y, x, P + m->p[o->pw].offset, P + m->p[o->pb].offset,
                                           arena_at(m, o->sfwd_off))))
                 return rc;
+            o->prof_s[0] += prof_end(m, MP_UNET_PROF_CONV_FWD, t0, o->flops);
             break;
         case OP_NORM_ACT:
             st = arena_at(m, o->stat_off);
             mp_cpu_inorm_forward(m->pool, y, st, st + to->s.n * to->s.c, x, P + m->p[o->pw].offset,
                                  P + m->p[o->pb].offset, &ti->l, m->cfg.norm_eps, 1, m->cfg.lrelu_slope);
+            prof_end(m, MP_UNET_PROF_NORM_FWD, t0, 0);
             break;
         case OP_CONCAT:
             mp_cpu_concat_forward(m->pool, y, x, arena_at(m, m->t[o->in2].off), &to->l, &ti->l, &m->t[o->in2].l);
+            prof_end(m, MP_UNET_PROF_CONCAT, t0, 0);
             break;
         }
     }
+    t0 = prof_begin(m);
     for (int h = 0; h < m->nhead; h++)
         if ((rc = mp_cpu_reorder_run(m->out_reorder[h], arena_at(m, m->head[h].plain_off),
                                      arena_at(m, m->t[m->head[h].tensor].off))))
             return rc;
+    prof_end(m, MP_UNET_PROF_REORDER, t0, 0);
     return MP_OK;
 }
 
@@ -142,8 +150,10 @@ static float *grad_dst(mp_unet_t *m, int t, size_t acc_off, int *accumulate) {
 }
 
 static void grad_finish(mp_unet_t *m, int t, size_t acc_off, int accumulate) {
-    if (accumulate)
-        mp_cpu_add(m->pool, arena_at(m, m->t[t].goff), arena_at(m, acc_off), (int64_t)(m->t[t].bytes / sizeof(float)));
+    if (!accumulate) return;
+    double t0 = prof_begin(m);
+    mp_cpu_add(m->pool, arena_at(m, m->t[t].goff), arena_at(m, acc_off), (int64_t)(m->t[t].bytes / sizeof(float)));
+    prof_end(m, MP_UNET_PROF_GRAD_ADD, t0, 0);
 }
 
 /* The value of tensor t for a backward op: kept, or recomputed (once per
@@ -154,9 +164,11 @@ static const float *value_for_backward(mp_unet_t *m, int t) {
     if (!tt->recomputed) {
         const op_t *p = &m->op[tt->prod];
         const float *st = arena_at(m, p->stat_off);
+        double t0 = prof_begin(m);
         mp_cpu_inorm_apply(m->pool, arena_at(m, tt->roff), arena_at(m, m->t[p->in].off), st, st + tt->s.n * tt->s.c,
                            m->params + m->p[p->pw].offset, m->params + m->p[p->pb].offset, &m->t[p->in].l, 1,
                            m->cfg.lrelu_slope);
+        prof_end(m, MP_UNET_PROF_NORM_RECOMPUTE, t0, 0);
         tt->recomputed = 1;
     }
     return arena_at(m, tt->roff);
@@ -173,13 +185,17 @@ static int backward_op(mp_unet_t *m, op_t *o) {
     case OP_DECONV: {
         void *scratch = arena_at(m, o->sbwd_off);
         const float *x = value_for_backward(m, o->in);
+        double t0 = prof_begin(m);
         if ((rc = mp_cpu_conv_backward_weights(o->conv, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, x, scratch)))
             return rc;
+        o->prof_s[2] += prof_end(m, MP_UNET_PROF_CONV_BWD_WEIGHTS, t0, o->flops);
         mp_unet_grad_final(m, o->pw);
         mp_unet_grad_final(m, o->pb);
         if (!o->need_dx) return MP_OK;
         float *dx = grad_dst(m, o->in, o->acc_off, &acc);
+        t0 = prof_begin(m);
         if ((rc = mp_cpu_conv_backward_data(o->conv, dx, dy, P + m->p[o->pw].offset, scratch))) return rc;
+        o->prof_s[1] += prof_end(m, MP_UNET_PROF_CONV_BWD_DATA, t0, o->flops);
         grad_finish(m, o->in, o->acc_off, acc);
         return MP_OK;
     }
@@ -187,9 +203,11 @@ static int backward_op(mp_unet_t *m, op_t *o) {
         const float *st = arena_at(m, o->stat_off);
         /* In place: the plan gives the input's gradient the output's buffer. */
         float *dx = grad_dst(m, o->in, o->acc_off, &acc);
+        double t0 = prof_begin(m);
         mp_cpu_inorm_backward(m->pool, dx, G + m->p[o->pw].offset, G + m->p[o->pb].offset, dy, arena_at(m, ti->off),
                               st, st + to->s.n * to->s.c, P + m->p[o->pw].offset, P + m->p[o->pb].offset, &ti->l, 1,
                               m->cfg.lrelu_slope, arena_at(m, m->work_off));
+        prof_end(m, MP_UNET_PROF_NORM_BWD, t0, 0);
         mp_unet_grad_final(m, o->pw);
         mp_unet_grad_final(m, o->pb);
         grad_finish(m, o->in, o->acc_off, acc);
@@ -198,7 +216,9 @@ static int backward_op(mp_unet_t *m, op_t *o) {
     case OP_CONCAT: {
         float *da = grad_dst(m, o->in, o->acc_off, &acc), *db = grad_dst(m, o->in2, o->acc_off2, &acc2);
         if (acc && acc2) return mp_error_set(MP_ERR_INTERNAL, "unet: concat inputs both accumulate");
+        double t0 = prof_begin(m);
         mp_cpu_concat_backward(m->pool, da, db, dy, &to->l, &ti->l, &m->t[o->in2].l);
+        prof_end(m, MP_UNET_PROF_CONCAT, t0, 0);
         grad_finish(m, o->in, o->acc_off, acc);
         grad_finish(m, o->in2, o->acc_off2, acc2);
         return MP_OK;
@@ -211,12 +231,14 @@ int mp_unet_cpu_backward(mp_unet_t *m) {
     int rc;
     for (int i = 0; i < m->nt; i++) m->t[i].grad_written = m->t[i].recomputed = 0;
     mp_unet_grads_begin(m);
+    double t0 = prof_begin(m);
     for (int h = 0; h < m->nhead; h++) {
         tensor_t *t = &m->t[m->head[h].tensor];
         if ((rc = mp_cpu_reorder_run(m->grad_reorder[h], arena_at(m, t->goff), arena_at(m, m->head[h].dplain_off))))
             return rc;
         t->grad_written = 1;
     }
+    prof_end(m, MP_UNET_PROF_REORDER, t0, 0);
     for (int i = m->nop - 1; i >= 0; i--) {
         if (!m->t[m->op[i].out].grad_written) return mp_error_set(MP_ERR_INTERNAL, "unet: op %d has no output gradient", i);
         if ((rc = backward_op(m, &m->op[i]))) return rc;

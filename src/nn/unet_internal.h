@@ -45,6 +45,8 @@ typedef struct {
     size_t pre_off;          /* NORM_ACT, reference engine: pre-activation values */
     size_t acc_off, acc_off2; /* oneDNN engine: where a gradient to be added to in / in2 goes */
     size_t sfwd_off, sbwd_off; /* oneDNN engine: scratchpads of the forward and backward passes */
+    double flops;            /* conv FLOPs of one forward */
+    double prof_s[3];        /* profiling: seconds in forward, backward data, backward weights */
 #ifdef MP_HAVE_DNNL
     mp_cpu_conv_t *conv;
 #endif
@@ -81,11 +83,24 @@ struct mp_unet {
     double loss_scale;
     mp_pool_t *pool;
     double flops_fwd, flops_train;
+    int profiling;
+    mp_unet_prof_entry_t prof[MP_UNET_PROF_COUNT];
 #ifdef MP_HAVE_DNNL
     mp_cpu_reorder_t *in_reorder;   /* plain input -> first conv's layout (NULL: same) */
     mp_cpu_reorder_t *out_reorder[MP_UNET_MAX_STAGES], *grad_reorder[MP_UNET_MAX_STAGES];
 #endif
 };
+
+/* Profiling: a start time (0 when off) and the charge of what ran since it. */
+static inline double prof_begin(const struct mp_unet *m) { return m->profiling ? mp_time_now() : 0; }
+static inline double prof_end(struct mp_unet *m, mp_unet_prof_t cat, double t0, double flops) {
+    if (!m->profiling) return 0;
+    double dt = mp_time_now() - t0;
+    m->prof[cat].seconds += dt;
+    m->prof[cat].flops += flops;
+    m->prof[cat].calls++;
+    return dt;
+}
 
 static inline void *arena_at(const struct mp_unet *m, size_t off) { return m->arena + off; }
 
