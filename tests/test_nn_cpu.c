@@ -36,6 +36,7 @@ static double rel_err(const float *a, const float *b, int64_t n) {
 /* Runs one (transposed) conv case through both engines; returns the worst error. */
 static const char *expect_impl2; /* when set: the backward-weights implementation conv_case must get */
 static int expect_no_ref;         /* when set: no pass may run oneDNN's reference code */
+static const char *expect_impl0;  /* when set: the forward implementation */
 
 static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int transposed, int src_block, int post) {
     mp_shape5_t ys = mp_conv_out_shape(xs, cout, &g, transposed);
@@ -95,6 +96,11 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
             fprintf(stderr, "  conv case: pass %d runs reference code (%s)\n", pass, mp_cpu_conv_impl(c, pass));
             err = 1e9;
         }
+    if (expect_impl0 && strcmp(mp_cpu_conv_impl(c, 0), expect_impl0)) {
+        fprintf(stderr, "  conv case: impl %s / %s, expected %s\n", mp_cpu_conv_impl(c, 0), mp_cpu_conv_impl(c, 1),
+                expect_impl0);
+        err = 1e9;
+    }
     if (expect_impl2 && strcmp(mp_cpu_conv_impl(c, 2), expect_impl2) != 0) {
         fprintf(stderr, "  conv case: backward-weights impl %s, expected %s\n", mp_cpu_conv_impl(c, 2), expect_impl2);
         err = 1e9;
@@ -167,6 +173,24 @@ static void test_conv_blocked8_backward(void) {
     expect_impl2 = NULL;
     expect_no_ref = 0;
     for (int i = 0; i < 9; i++) MP_CHECK_NEAR(e[i], 0, TOL);
+}
+
+/* The U-Net's upsampling (kernel = stride, no padding) on nCdhw8c runs
+ * medpipe's tiled kernels (deconv8.c) forward and backward-data: rows of 4
+ * voxels plus single-voxel tails, an odd number of channel blocks, channel
+ * counts that do not fill a block, anisotropic strides, batch > 1. */
+static void test_deconv8_matches_ref(void) {
+    mp_conv_geom_t g222 = {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}}, g122 = {{1, 2, 2}, {1, 2, 2}, {0, 0, 0}};
+    expect_impl0 = "medpipe:deconv8";
+    expect_impl2 = "medpipe:bww8";
+    expect_no_ref = 1;
+    double e[4] = {conv_case((mp_shape5_t){2, 16, 3, 4, 9}, 20, g222, 1, 8, 0),
+                   conv_case((mp_shape5_t){1, 9, 5, 3, 7}, 5, g122, 1, 8, 0),
+                   conv_case((mp_shape5_t){2, 40, 2, 3, 4}, 16, g222, 1, 8, 0),
+                   conv_case((mp_shape5_t){1, 3, 4, 5, 6}, 24, g222, 1, 8, 0)};
+    expect_impl0 = expect_impl2 = NULL;
+    expect_no_ref = 0;
+    for (int i = 0; i < 4; i++) MP_CHECK_NEAR(e[i], 0, TOL);
 }
 
 static void test_conv_fused_lrelu(void) {
@@ -278,6 +302,7 @@ int main(void) {
     MP_RUN(test_conv_matches_ref);
     MP_RUN(test_conv_shifted_gemm_bwd_weights);
     MP_RUN(test_conv_blocked8_backward);
+    MP_RUN(test_deconv8_matches_ref);
     MP_RUN(test_conv_fused_lrelu);
     MP_RUN(test_deconv_matches_ref);
     MP_RUN(test_inorm_matches_ref);

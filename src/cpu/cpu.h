@@ -113,6 +113,16 @@ int mp_cpu_bww8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t 
 size_t mp_cpu_bww8_scratch_bytes(const mp_cpu_conv_desc_t *d);
 void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const float *dy, const float *x, void *scratch);
 
+/* ---- upsampling forward on nCdhw8c (deconv8.c) ----
+ * A transposed conv with kernel = stride and no padding. Weights are packed
+ * first (plain (Cin, Cout, k)) into mp_cpu_deconv8_weight_floats floats;
+ * bias8 is the bias padded to a multiple of 8 (or NULL). */
+int mp_cpu_deconv8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst);
+size_t mp_cpu_deconv8_weight_floats(const mp_cpu_conv_desc_t *d);
+void mp_cpu_deconv8_pack_weights(const mp_cpu_conv_desc_t *d, float *packed, const float *w);
+void mp_cpu_deconv8_forward(const mp_cpu_conv_desc_t *d, float *y, const float *x, const float *packed,
+                            const float *bias8);
+
 /* ---- kernels on blocked layouts (pool may be NULL) ---- */
 /* Instance norm over each (n, c), affine, then LeakyReLU(slope) if act.
  * mean/rstd: N*C values, saved for the backward pass. */

@@ -163,6 +163,8 @@ struct mp_cpu_conv {
     size_t scratch_fwd, scratch_bd, scratch_bw;        /* per pass (bw: the one that runs) */
     int own_bw;          /* backward-weights by shifted GEMMs (see own_bw_geometry) */
     int bw8;             /* backward-weights on nCdhw8c directly (conv_bww8.c) */
+    int dc8;             /* forward of an upsampling on nCdhw8c (deconv8.c) */
+    float *w8, *bias8;   /* dc8: packed weights, padded bias */
     /* A backward pass whose fast kernel exists only for channels last (see
      * create_backward) runs on ndhwc copies that follow its primitive's
      * scratchpad in the caller's scratch buffer, at copy_off. */
@@ -312,7 +314,17 @@ static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const
     if ((rc = forward_pd(c, &pd, src, dst, w, st, pl, pr, attr))) goto fail;
     c->src_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
     c->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    if (impl_is_ref(pd) && (!is_channels_last(&c->src_md) || !is_channels_last(&c->dst_md))) {
+    c->dc8 = mp_cpu_deconv8_supported(&c->d, &c->src_md, &c->dst_md);
+    if (c->dc8) {
+        size_t cop = (size_t)((d->cout + 7) / 8 * 8);
+        c->w8 = mp_zalloc(mp_cpu_deconv8_weight_floats(d) * sizeof(float));
+        c->bias8 = mp_zalloc(cop * sizeof(float));
+        if (!c->w8 || !c->bias8) {
+            rc = mp_error_set(MP_ERR_NOMEM, "out of memory for conv weights");
+            goto fail;
+        }
+    }
+    if (!c->dc8 && impl_is_ref(pd) && (!is_channels_last(&c->src_md) || !is_channels_last(&c->dst_md))) {
         if ((rc = forward_pd(c, &apd, &c->alt_src_md, &c->alt_dst_md, w, st, pl, pr, attr)) ||
             (rc = alt_reorder(&c->x_to_alt, &c->alt_src_md, &c->src_md)) ||
             (rc = alt_reorder(&c->y_from_alt, &c->dst_md, &c->alt_dst_md)))
@@ -328,7 +340,8 @@ static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const
         (rc = new_mem(&c->m_dst, c->fwd_alt ? &c->alt_dst_md : &c->dst_md)) || (rc = new_mem(&c->m_wf, &c->wf_md)) ||
         (rc = new_mem(&c->m_b, &c->b_md)))
         goto fail;
-    snprintf(c->impl_name[0], sizeof c->impl_name[0], "%s%s", c->fwd.impl, c->fwd_alt ? " (ndhwc)" : "");
+    snprintf(c->impl_name[0], sizeof c->impl_name[0], "%s%s", c->dc8 ? "medpipe:deconv8" : c->fwd.impl,
+             c->fwd_alt ? " (ndhwc)" : "");
 fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (apd) dnnl_primitive_desc_destroy(apd);
@@ -588,7 +601,8 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
         c->copy_off_bw = align64(c->scratch_bw);
         if (c->bd_alt) c->scratch_bd = c->copy_off_bd + copies;
         if (c->bw_alt) c->scratch_bw = c->copy_off_bw + copies;
-        snprintf(c->impl_name[1], sizeof c->impl_name[1], "%s%s", c->bwd_data.impl, c->bd_alt ? " (ndhwc)" : "");
+        snprintf(c->impl_name[1], sizeof c->impl_name[1], "%s%s", c->bwd_data.impl,
+                 c->bd_alt ? " (ndhwc)" : "");
         snprintf(c->impl_name[2], sizeof c->impl_name[2], "%s%s",
                  c->bw8 ? "medpipe:bww8" : c->own_bw ? "medpipe:shifted_gemm" : c->bwd_weights.impl,
                  c->bw_alt ? " (ndhwc)" : "");
@@ -624,6 +638,8 @@ void mp_cpu_conv_free(mp_cpu_conv_t *c) {
     mp_free(c->wf);
     mp_free(c->wb);
     mp_free(c->dwb);
+    mp_free(c->w8);
+    mp_free(c->bias8);
     dnnl_memory_t ms[] = {c->m_src, c->m_dst, c->m_wf, c->m_b, c->m_dsrc, c->m_ddst_bd,
                           c->m_wb, c->m_src_bw, c->m_ddst_bw, c->m_dw, c->m_db};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
@@ -645,6 +661,13 @@ const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which) {
 
 int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float *w, const float *b, void *scratch) {
     int rc;
+    if (c->dc8) {
+        mp_cpu_deconv8_pack_weights(&c->d, c->w8, w);
+        if (c->d.bias) memcpy(c->bias8, b, (size_t)c->d.cout * sizeof(float));
+        mp_cpu_deconv8_forward(&c->d, y, x, c->w8, c->d.bias ? c->bias8 : NULL);
+        c->wf_of = NULL;
+        return MP_OK;
+    }
     const float *wl = w;
     if (c->w_to_fwd) {
         if ((rc = mp_cpu_reorder_run(c->w_to_fwd, c->wf, w))) return rc;

@@ -1,0 +1,147 @@
+/* Forward of a transposed convolution with kernel = stride and no padding
+ * (the U-Net's upsampling) on nCdhw8c activations.
+ *
+ * Why: oneDNN 2.6 on AVX2 has only reference code for a blocked 3D
+ * transposed conv, and its channels-last GEMM path runs at 25-60 GFLOP/s
+ * plus two reorders. Without overlap, every output voxel s*v + k is a 1x1x1
+ * conv of input voxel v with the weight slice of offset k: register-tiled
+ * outer products, 4 voxels x 2 channel blocks, eight FMA accumulators.
+ * oneDNN's blocked kernel serves backward-data (a strided conv), conv_bww8.c
+ * the weight gradient. The plain-C reference is mp_ref_deconv3d_forward_f32
+ * (src/ref), compared in tests/test_nn_cpu.c. */
+#ifdef MP_HAVE_DNNL
+#include "cpu/cpu.h"
+
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+typedef struct {
+    const mp_cpu_conv_desc_t *d;
+    float *out;            /* y */
+    const float *in;       /* x */
+    const float *w;        /* (kv, Cin, Cout8) */
+    const float *bias;     /* padded to Cout8 (may be NULL) */
+    int64_t ci, co, cib, cob; /* channels and 8-blocks of x and y */
+    int64_t id[3], od[3];  /* spatial sizes of x and y */
+} dc8_t;
+
+static int64_t blocks8(int64_t c) { return (c + 7) / 8; }
+
+int mp_cpu_deconv8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src,
+                             const dnnl_memory_desc_t *dst) {
+    if (!d->transposed || d->post_lrelu) return 0;
+    for (int i = 0; i < 3; i++)
+        if (d->g.k[i] != d->g.s[i] || d->g.p[i] != 0) return 0;
+    return mp_cpu_bww8_supported(d, src, dst);
+}
+
+size_t mp_cpu_deconv8_weight_floats(const mp_cpu_conv_desc_t *d) {
+    return (size_t)(d->g.k[0] * d->g.k[1] * d->g.k[2] * d->xs.c * blocks8(d->cout) * 8);
+}
+
+/* Plain (Cin, Cout, kv) weights into (kv, Cin, Cout8); padding lanes are zero. */
+void mp_cpu_deconv8_pack_weights(const mp_cpu_conv_desc_t *d, float *packed, const float *w) {
+    const int64_t ci = d->xs.c, co = d->cout, kv = d->g.k[0] * d->g.k[1] * d->g.k[2], cp = blocks8(co) * 8;
+    memset(packed, 0, mp_cpu_deconv8_weight_floats(d) * sizeof(float));
+    for (int64_t i = 0; i < ci; i++)
+        for (int64_t o = 0; o < co; o++)
+            for (int64_t k = 0; k < kv; k++) packed[(k * ci + i) * cp + o] = w[(i * co + o) * kv + k];
+}
+
+#ifdef __AVX2__
+/* out[j][b] = init[b] + sum over `terms` t of in(j, t) * w[t][b], for NV
+ * voxels j (outputs ov floats apart, blocks ob apart) and NB lane blocks b;
+ * in(j, t) = in[j * xv + (t / 8) * xb + t % 8]; w rows are wr floats apart. */
+#define DC8_TILE(NV, NB)                                                                                   \
+    static void tile_##NV##x##NB(float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb, \
+                                 int64_t terms, const float *w, int64_t wr, const float *init) {           \
+        __m256 acc[NV][NB];                                                                                \
+        /* Every loop over j and b fully unrolled: acc must live in registers. */                       \
+        _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                               \
+            _Pragma("GCC unroll 2") for (int b = 0; b < NB; b++)                                           \
+                acc[j][b] = init ? _mm256_loadu_ps(init + 8 * b) : _mm256_setzero_ps();                    \
+        for (int64_t t0 = 0; t0 < terms; t0 += 8) {                                                        \
+            const float *ib = in + (t0 / 8) * xb;                                                          \
+            int64_t tn = terms - t0 < 8 ? terms - t0 : 8;                                                  \
+            for (int64_t tt = 0; tt < tn; tt++) {                                                          \
+                const float *wt = w + (t0 + tt) * wr;                                                      \
+                __m256 w0 = _mm256_loadu_ps(wt), w1 = NB > 1 ? _mm256_loadu_ps(wt + 8) : w0;               \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) {                                     \
+                    __m256 v = _mm256_broadcast_ss(ib + j * xv + tt);                                     \
+                    acc[j][0] = _mm256_fmadd_ps(v, w0, acc[j][0]);                                        \
+                    if (NB > 1) acc[j][NB - 1] = _mm256_fmadd_ps(v, w1, acc[j][NB - 1]);                   \
+                }                                                                                          \
+            }                                                                                              \
+        }                                                                                                  \
+        _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                               \
+            _Pragma("GCC unroll 2") for (int b = 0; b < NB; b++) _mm256_storeu_ps(out + j * ov + b * ob, acc[j][b]); \
+    }
+DC8_TILE(4, 2)
+DC8_TILE(1, 2)
+DC8_TILE(4, 1)
+DC8_TILE(1, 1)
+
+typedef void (*tile_fn)(float *, int64_t, int64_t, const float *, int64_t, int64_t, int64_t, const float *, int64_t,
+                        const float *);
+static void tile(int nv, int nb, float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb,
+                 int64_t terms, const float *w, int64_t wr, const float *init) {
+    static const tile_fn fns[2][2] = {{tile_1x1, tile_1x2}, {tile_4x1, tile_4x2}};
+    fns[nv == 4][nb == 2](out, ov, ob, in, xv, xb, terms, w, wr, init);
+}
+#else
+static void tile(int nv, int nb, float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb,
+                 int64_t terms, const float *w, int64_t wr, const float *init) {
+    for (int j = 0; j < nv; j++)
+        for (int b = 0; b < nb; b++)
+            for (int l = 0; l < 8; l++) {
+                float s = init ? init[8 * b + l] : 0;
+                for (int64_t t = 0; t < terms; t++) s += in[j * xv + (t / 8) * xb + t % 8] * w[t * wr + 8 * b + l];
+                out[j * ov + b * ob + l] = s;
+            }
+}
+#endif
+
+/* Forward over input rows [begin, end) of (N, D, H): every output voxel
+ * s*v + k of the row's voxels v, as 4-voxel x 2-block tiles. */
+static void fwd_rows(void *ctx, int64_t begin, int64_t end, int worker) {
+    const dc8_t *t = ctx;
+    const mp_conv_geom_t *g = &t->d->g;
+    const int64_t isp = t->id[0] * t->id[1] * t->id[2], osp = t->od[0] * t->od[1] * t->od[2];
+    const int64_t W = t->id[2], cop = t->cob * 8;
+    (void)worker;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t n = r / (t->id[0] * t->id[1]), idd = r / t->id[1] % t->id[0], ih = r % t->id[1];
+        const float *xrow = t->in + (n * t->cib * isp + (idd * t->id[1] + ih) * W) * 8;
+        for (int64_t kd = 0; kd < g->k[0]; kd++)
+            for (int64_t kh = 0; kh < g->k[1]; kh++)
+                for (int64_t kw = 0; kw < g->k[2]; kw++) {
+                    int64_t k = (kd * g->k[1] + kh) * g->k[2] + kw;
+                    int64_t orow = ((idd * g->s[0] + kd) * t->od[1] + ih * g->s[1] + kh) * t->od[2] + kw;
+                    for (int64_t ob = 0; ob < t->cob; ob += 2) {
+                        int nb = t->cob - ob >= 2 ? 2 : 1;
+                        float *yb = t->out + ((n * t->cob + ob) * osp + orow) * 8;
+                        const float *w = t->w + k * t->ci * cop + ob * 8;
+                        const float *bias = t->bias ? t->bias + ob * 8 : NULL;
+                        for (int64_t iw = 0; iw < W;) {
+                            int nv = W - iw >= 4 ? 4 : 1;
+                            tile(nv, nb, yb + iw * g->s[2] * 8, g->s[2] * 8, osp * 8, xrow + iw * 8, 8, isp * 8, t->ci,
+                                 w, cop, bias);
+                            iw += nv;
+                        }
+                    }
+                }
+    }
+}
+
+void mp_cpu_deconv8_forward(const mp_cpu_conv_desc_t *d, float *y, const float *x, const float *packed,
+                            const float *bias8) {
+    mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, 1);
+    dc8_t t = {.d = d, .out = y, .in = x, .w = packed, .bias = bias8, .ci = d->xs.c, .co = d->cout,
+               .cib = blocks8(d->xs.c), .cob = blocks8(d->cout), .id = {d->xs.d, d->xs.h, d->xs.w},
+               .od = {ys.d, ys.h, ys.w}};
+    mp_cpu_team_for(d->xs.n * d->xs.d * d->xs.h, fwd_rows, &t);
+}
+
+#endif /* MP_HAVE_DNNL */
