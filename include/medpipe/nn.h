@@ -142,6 +142,10 @@ void mp_unet_set_loss_scale(mp_unet_t *m, double scale);
  * step (forward + backward data + backward weights). */
 double mp_unet_flops_forward(const mp_unet_t *m);
 double mp_unet_flops_train(const mp_unet_t *m);
+/* Sustained fp32 FMA rate of `threads` threads of the engine's thread team,
+ * measured for about `seconds` (the peak benchmark rates are reported
+ * against); 0 without the oneDNN engine. */
+double mp_nn_measure_fma_peak(int threads, double seconds);
 /* Where a step's time goes (oneDNN engine; the reference engine records
  * only the loss). Off by default: timing every op costs two clock reads. */
 typedef enum {

@@ -156,6 +156,7 @@ int mp_cli_bench(int argc, char **argv) {
     t0 = mp_time_now();
     if (!rc) rc = mp_unet_forward(m, NULL, img);
     double tf = mp_time_now() - t0, rss = peak_rss_mb();
+    double peak = mp_nn_measure_fma_peak(c.threads, 1.0);
     double gt = mp_unet_flops_train(m) / ts * 1e-9, gf = mp_unet_flops_forward(m) / tf * 1e-9;
     if (rc) {
         free(img), free(lab), mp_opt_deinit(&opt), mp_unet_free(m);
@@ -165,6 +166,9 @@ int mp_cli_bench(int argc, char **argv) {
            (long long)c.batch, features, c.threads, mp_unet_uses_ref(m) ? "reference" : "oneDNN");
     printf("medpipe:  train step %.0f ms (%.1f GFLOP, %.1f GFLOP/s), forward %.0f ms (%.1f GFLOP/s), peak RSS %.0f MiB, "
            "loss %.4f\n", ts * 1e3, mp_unet_flops_train(m) * 1e-9, gt, tf * 1e3, gf, rss, loss);
+    if (peak > 0)
+        printf("medpipe:  FMA peak of %d threads measured now: %.1f GFLOP/s; train step %.0f%%, forward %.0f%% of it\n",
+               c.threads, peak, 100 * gt / peak, 100 * gf / peak);
     fflush(stdout);
     char auto_py[] = ".cache/venv-torch/bin/python";
     if (!torch && access(auto_py, X_OK) == 0) torch = auto_py;
@@ -175,8 +179,9 @@ int mp_cli_bench(int argc, char **argv) {
         else fprintf(stderr, "medpipe bench: the PyTorch peer (%s) did not run\n", torch);
     }
     printf("{\"train_step_ms\": %.1f, \"forward_ms\": %.1f, \"gflops_train\": %.1f, \"gflops_forward\": %.1f, "
-           "\"peak_rss_mb\": %.0f, \"patch\": %lld, \"batch\": %lld, \"threads\": %d, \"torch_train_step_ms\": %.1f}\n",
-           ts * 1e3, tf * 1e3, gt, gf, rss, (long long)c.patch[0], (long long)c.batch, c.threads, tt);
+           "\"peak_rss_mb\": %.0f, \"patch\": %lld, \"batch\": %lld, \"threads\": %d, \"torch_train_step_ms\": %.1f, "
+           "\"fma_peak_gflops\": %.1f}\n",
+           ts * 1e3, tf * 1e3, gt, gf, rss, (long long)c.patch[0], (long long)c.batch, c.threads, tt, peak);
     free(img), free(lab), mp_opt_deinit(&opt), mp_unet_free(m);
     return MP_EXIT_OK;
 }

@@ -66,12 +66,7 @@ static void tile_accumulate(float *t, const float *a, int64_t a_row, const float
     _mm256_storeu_ps(t + 24, c3), _mm256_storeu_ps(t + 32, c4), _mm256_storeu_ps(t + 40, c5);
     _mm256_storeu_ps(t + 48, c6), _mm256_storeu_ps(t + 56, c7);
 #else
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < cols; j++) {
-            const float *pa = a + r * a_row + j * 8, *pb = b + r * b_row + j * b_col;
-            for (int beta = 0; beta < 8; beta++)
-                for (int alpha = 0; alpha < 8; alpha++) t[beta * 8 + alpha] += pa[alpha] * pb[beta];
-        }
+    (void)t, (void)a, (void)a_row, (void)b, (void)b_row, (void)b_col, (void)rows, (void)cols; /* not supported */
 #endif
 }
 
@@ -122,6 +117,10 @@ static void bww8_range(void *ctx, int64_t begin, int64_t end, int worker) {
 int mp_cpu_bww8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst) {
     mp_cpu_layout_t ls, ld;
     (void)d;
+#ifndef __AVX2__
+    (void)src, (void)dst;
+    return 0; /* builds without AVX2 keep the channels-last paths */
+#endif
     /* Developer switch for side-by-side timing against the ndhwc paths. */
     const char *env = getenv("MEDPIPE_NO_BWW8");
     if (env && env[0] == '1') return 0;

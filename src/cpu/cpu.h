@@ -152,6 +152,11 @@ void mp_cpu_add(mp_pool_t *pool, float *dst, const float *src, int64_t n);
 void mp_cpu_lrelu_backward_from_output(mp_pool_t *pool, float *dx, const float *dy, const float *y, int64_t n,
                                        double slope);
 
+/* Sustained fp32 FMA rate of `threads` threads of the OpenMP team (12
+ * independent 8-wide FMA chains each, for about `seconds`), in GFLOP/s:
+ * the peak a benchmark reports its rate against. */
+double mp_cpu_fma_peak_gflops(int threads, double seconds);
+
 /* ---- standalone oneDNN layers (dnnl_layers.c) ----
  * Batch norm, (Leaky)ReLU and channel softmax, each a caller-owned struct
  * whose primitives are created once per shape by _init and run by

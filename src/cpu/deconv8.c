@@ -31,6 +31,10 @@ static int64_t blocks8(int64_t c) { return (c + 7) / 8; }
 
 int mp_cpu_deconv8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src,
                              const dnnl_memory_desc_t *dst) {
+#ifndef __AVX2__
+    (void)src, (void)dst;
+    return 0; /* builds without AVX2 keep oneDNN's paths */
+#endif
     if (!d->transposed || d->post_lrelu) return 0;
     for (int i = 0; i < 3; i++)
         if (d->g.k[i] != d->g.s[i] || d->g.p[i] != 0) return 0;
@@ -90,18 +94,6 @@ static void tile(int nv, int nb, float *out, int64_t ov, int64_t ob, const float
     static const tile_fn fns[2][2] = {{tile_1x1, tile_1x2}, {tile_4x1, tile_4x2}};
     fns[nv == 4][nb == 2](out, ov, ob, in, xv, xb, terms, w, wr, init);
 }
-#else
-static void tile(int nv, int nb, float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb,
-                 int64_t terms, const float *w, int64_t wr, const float *init) {
-    for (int j = 0; j < nv; j++)
-        for (int b = 0; b < nb; b++)
-            for (int l = 0; l < 8; l++) {
-                float s = init ? init[8 * b + l] : 0;
-                for (int64_t t = 0; t < terms; t++) s += in[j * xv + (t / 8) * xb + t % 8] * w[t * wr + 8 * b + l];
-                out[j * ov + b * ob + l] = s;
-            }
-}
-#endif
 
 /* Forward over input rows [begin, end) of (N, D, H): every output voxel
  * s*v + k of the row's voxels v, as 4-voxel x 2-block tiles. */
@@ -143,5 +135,11 @@ void mp_cpu_deconv8_forward(const mp_cpu_conv_desc_t *d, float *y, const float *
                .od = {ys.d, ys.h, ys.w}};
     mp_cpu_team_for(d->xs.n * d->xs.d * d->xs.h, fwd_rows, &t);
 }
+#else
+void mp_cpu_deconv8_forward(const mp_cpu_conv_desc_t *d, float *y, const float *x, const float *packed,
+                            const float *bias8) {
+    (void)d, (void)y, (void)x, (void)packed, (void)bias8; /* never supported without AVX2 */
+}
+#endif /* __AVX2__ */
 
 #endif /* MP_HAVE_DNNL */

@@ -13,6 +13,9 @@
 #pragma GCC optimize("vect-cost-model=dynamic", "no-trapping-math")
 #endif
 #include "cpu/cpu.h"
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include <dlfcn.h>
 #include <math.h>
@@ -362,5 +365,48 @@ void mp_cpu_lrelu_backward_from_output(mp_pool_t *pool, float *dx, const float *
                                        double slope) {
     ew_ctx_t c = {.dst = dx, .src = dy, .aux = y, .slope = slope};
     par_for(pool, n, lrelu_bwd_range, &c);
+}
+/* ---- the FMA peak of the team's threads (benchmarks report against it) ---- */
+typedef struct {
+    int64_t iters;
+    float sink[256];
+} peak_ctx_t;
+
+static void peak_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    peak_ctx_t *p = ctx;
+    (void)worker;
+    for (int64_t t = begin; t < end; t++) {
+#ifdef __AVX2__
+        /* Twelve independent chains cover the FMA latency on both ports. */
+        __m256 a[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+        for (int j = 0; j < 12; j++) a[j] = _mm256_set1_ps((float)(j + t));
+        for (int64_t i = 0; i < p->iters; i++) {
+            _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) a[j] = _mm256_fmadd_ps(a[j], b, c);
+        }
+        __m256 s = a[0];
+        for (int j = 1; j < 12; j++) s = _mm256_add_ps(s, a[j]);
+        p->sink[t % 256] = _mm256_cvtss_f32(s);
+#else
+        float a[12][8];
+        for (int j = 0; j < 12; j++)
+            for (int l = 0; l < 8; l++) a[j][l] = (float)(j + t);
+        for (int64_t i = 0; i < p->iters; i++)
+            for (int j = 0; j < 12; j++)
+                for (int l = 0; l < 8; l++) a[j][l] = a[j][l] * 0.999999f + 1e-7f;
+        p->sink[t % 256] = a[0][0] + a[11][7];
+#endif
+    }
+}
+
+double mp_cpu_fma_peak_gflops(int threads, double seconds) {
+    peak_ctx_t p = {.iters = 1 << 20};
+    double t0 = mp_time_now();
+    mp_cpu_team_for(threads, peak_range, &p);
+    double dt = mp_time_now() - t0;
+    if (dt > 0 && dt < seconds) p.iters = (int64_t)((double)p.iters * seconds / dt);
+    t0 = mp_time_now();
+    mp_cpu_team_for(threads, peak_range, &p);
+    dt = mp_time_now() - t0;
+    return (double)threads * (double)p.iters * 12.0 * 16.0 / dt * 1e-9;
 }
 #endif /* MP_HAVE_DNNL */

@@ -349,6 +349,16 @@ int mp_unet_n_tensors(const mp_unet_t *m) { return m->np; }
 const mp_param_info_t *mp_unet_tensor(const mp_unet_t *m, int i) { return i >= 0 && i < m->np ? &m->p[i] : NULL; }
 double mp_unet_flops_forward(const mp_unet_t *m) { return m->flops_fwd; }
 
+double mp_nn_measure_fma_peak(int threads, double seconds) {
+#ifdef MP_HAVE_DNNL
+    mp_cpu_set_threads(threads);
+    return mp_cpu_fma_peak_gflops(threads, seconds);
+#else
+    (void)threads, (void)seconds;
+    return 0;
+#endif
+}
+
 void mp_unet_set_profiling(mp_unet_t *m, int on) {
     m->profiling = on;
     if (!on) return;
