@@ -70,22 +70,31 @@ static void tile_accumulate(float *t, const float *a, int64_t a_row, const float
 #endif
 }
 
-/* All (kh, kw) offsets of one A plane against one B plane, one block pair. */
+/* All (kh, kw) offsets of one A plane against one B plane, one block pair.
+ * The plane goes in chunks of rows (about 48 KB of A each, and as much of B)
+ * so that a chunk stays in L1/L2 across its nine in-plane offsets; a whole
+ * 96^2 plane pair (590 KB) would not. */
 static void plane_pair(const bww8_t *w, const float *ap, const float *bp, float *acc_kd) {
     const int64_t AH = w->ad[1], AW = w->ad[2], BH = w->bd[1], BW = w->bd[2];
     const int64_t tile_stride = w->cab * w->cbb * 64; /* floats between kernel offsets */
-    for (int64_t kh = 0; kh < w->k[1]; kh++) {
-        int64_t h0, h1;
-        valid_range(AH, BH, kh, w->s[1], w->p[1], &h0, &h1);
-        if (h0 > h1) continue;
-        for (int64_t kw = 0; kw < w->k[2]; kw++) {
-            int64_t w0, w1;
-            valid_range(AW, BW, kw, w->s[2], w->p[2], &w0, &w1);
-            if (w0 > w1) continue;
-            const float *a = ap + (h0 * AW + w0) * 8;
-            const float *b = bp + ((h0 * w->s[1] + kh - w->p[1]) * BW + w0 * w->s[2] + kw - w->p[2]) * 8;
-            tile_accumulate(acc_kd + (kh * w->k[2] + kw) * tile_stride, a, AW * 8, b, w->s[1] * BW * 8, w->s[2] * 8,
-                            h1 - h0 + 1, w1 - w0 + 1);
+    const int64_t chunk = AW >= 1536 ? 1 : 1536 / AW;
+    for (int64_t r0 = 0; r0 < AH; r0 += chunk) {
+        int64_t r1 = r0 + chunk < AH ? r0 + chunk : AH;
+        for (int64_t kh = 0; kh < w->k[1]; kh++) {
+            int64_t h0, h1;
+            valid_range(AH, BH, kh, w->s[1], w->p[1], &h0, &h1);
+            if (h0 < r0) h0 = r0;
+            if (h1 > r1 - 1) h1 = r1 - 1;
+            if (h0 > h1) continue;
+            for (int64_t kw = 0; kw < w->k[2]; kw++) {
+                int64_t w0, w1;
+                valid_range(AW, BW, kw, w->s[2], w->p[2], &w0, &w1);
+                if (w0 > w1) continue;
+                const float *a = ap + (h0 * AW + w0) * 8;
+                const float *b = bp + ((h0 * w->s[1] + kh - w->p[1]) * BW + w0 * w->s[2] + kw - w->p[2]) * 8;
+                tile_accumulate(acc_kd + (kh * w->k[2] + kw) * tile_stride, a, AW * 8, b, w->s[1] * BW * 8,
+                                w->s[2] * 8, h1 - h0 + 1, w1 - w0 + 1);
+            }
         }
     }
 }
