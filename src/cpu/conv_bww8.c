@@ -3,9 +3,11 @@
  *
  * Why: oneDNN 2.6 on AVX2 has no blocked 3D backward-weights kernel (its
  * reference code runs at 0.1 GFLOP/s), and its channels-last GEMM path runs
- * at 40-100 GFLOP/s after two reorders. Here every (kernel offset, channel
- * block of A, channel block of B) is an 8x8 tile of outer products summed
- * over the voxels of A, eight FMA accumulators in registers.
+ * at 40-100 GFLOP/s after two reorders. Here every kernel offset is a sum
+ * over the voxels of A of outer products, in register tiles of 16 channels
+ * of A (two blocks, two vectors) x 6 channels of B (broadcasts): twelve
+ * independent FMA chains (an 8x8 tile has eight, one short of hiding the
+ * FMA latency on two ports with any slack, and loads 9 values per 8 FMAs).
  *
  * Both kinds of layer are one correlation: for a conv A = dy (output grid)
  * and B = x (input grid); for a transposed conv A = x (input grid) and
@@ -29,7 +31,8 @@ typedef struct {
     int64_t n, cab, cbb;  /* batch; channel blocks of A and B */
     int64_t ad[3], bd[3]; /* spatial sizes of A and B */
     int64_t k[3], s[3], p[3];
-    float *acc;           /* (kv, cab, cbb, 8 beta, 8 alpha): tiles, transposed */
+    int64_t apairs, bgroups; /* tasks: pairs of A blocks x groups of 6 B channels */
+    float *acc;           /* (kv, CB8, CA8): beta rows, alpha contiguous */
 } bww8_t;
 
 /* First and last A index o with 0 <= o*s + k - p < nb (empty when lo > hi). */
@@ -40,44 +43,68 @@ static void valid_range(int64_t na, int64_t nb, int64_t k, int64_t s, int64_t p,
     *lo = l, *hi = h;
 }
 
-/* t (8 beta x 8 alpha) += sum over rows x cols of A[alpha] B[beta]: A rows
- * advance by a_row, B rows by b_row, B columns by b_col floats. */
-static void tile_accumulate(float *t, const float *a, int64_t a_row, const float *b, int64_t b_row, int64_t b_col,
-                            int64_t rows, int64_t cols) {
-#ifdef __AVX2__
-    __m256 c0 = _mm256_loadu_ps(t), c1 = _mm256_loadu_ps(t + 8), c2 = _mm256_loadu_ps(t + 16);
-    __m256 c3 = _mm256_loadu_ps(t + 24), c4 = _mm256_loadu_ps(t + 32), c5 = _mm256_loadu_ps(t + 40);
-    __m256 c6 = _mm256_loadu_ps(t + 48), c7 = _mm256_loadu_ps(t + 56);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *pa = a + r * a_row, *pb = b + r * b_row;
-        for (int64_t j = 0; j < cols; j++, pa += 8, pb += b_col) {
-            __m256 va = _mm256_loadu_ps(pa);
-            c0 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 0), c0);
-            c1 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 1), c1);
-            c2 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 2), c2);
-            c3 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 3), c3);
-            c4 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 4), c4);
-            c5 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 5), c5);
-            c6 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 6), c6);
-            c7 = _mm256_fmadd_ps(va, _mm256_broadcast_ss(pb + 7), c7);
-        }
-    }
-    _mm256_storeu_ps(t, c0), _mm256_storeu_ps(t + 8, c1), _mm256_storeu_ps(t + 16, c2);
-    _mm256_storeu_ps(t + 24, c3), _mm256_storeu_ps(t + 32, c4), _mm256_storeu_ps(t + 40, c5);
-    _mm256_storeu_ps(t + 48, c6), _mm256_storeu_ps(t + 56, c7);
-#else
-    (void)t, (void)a, (void)a_row, (void)b, (void)b_row, (void)b_col, (void)rows, (void)cols; /* not supported */
-#endif
-}
+/* One register tile: NA blocks of 8 alphas (A blocks `a_blk` floats apart)
+ * times NB betas (at offsets boff[] from the B voxel), summed over rows x
+ * cols voxels; t: NB rows of the accumulator, `t_row` floats apart. Up to
+ * 2 x 6 = 12 independent FMA chains, 2 loads + 6 broadcasts per 12 FMAs. */
+typedef struct {
+    const float *a, *b;
+    int64_t a_blk, a_row, b_row, b_col, rows, cols, t_row;
+    const int64_t *boff;
+    float *t;
+} tile_args_t;
 
-/* All (kh, kw) offsets of one A plane against one B plane, one block pair.
- * The plane goes in chunks of rows (about 48 KB of A each, and as much of B)
- * so that a chunk stays in L1/L2 across its nine in-plane offsets; a whole
- * 96^2 plane pair (590 KB) would not. */
-static void plane_pair(const bww8_t *w, const float *ap, const float *bp, float *acc_kd) {
+#ifdef __AVX2__
+#define BWW8_TILE(NA, NB)                                                                              \
+    static void tile_##NA##x##NB(const tile_args_t *q) {                                               \
+        __m256 c[NB][NA];                                                                              \
+        _Pragma("GCC unroll 6") for (int j = 0; j < NB; j++)                                           \
+            _Pragma("GCC unroll 2") for (int i = 0; i < NA; i++) c[j][i] = _mm256_loadu_ps(q->t + j * q->t_row + 8 * i); \
+        int64_t o[6];                                                                                  \
+        _Pragma("GCC unroll 6") for (int j = 0; j < NB; j++) o[j] = q->boff[j];                        \
+        for (int64_t r = 0; r < q->rows; r++) {                                                        \
+            const float *pa = q->a + r * q->a_row, *pb = q->b + r * q->b_row;                          \
+            for (int64_t v = 0; v < q->cols; v++, pa += 8, pb += q->b_col) {                           \
+                __m256 va0 = _mm256_loadu_ps(pa), va1 = NA > 1 ? _mm256_loadu_ps(pa + q->a_blk) : va0; \
+                _Pragma("GCC unroll 6") for (int j = 0; j < NB; j++) {                                 \
+                    __m256 vb = _mm256_broadcast_ss(pb + o[j]);                                        \
+                    c[j][0] = _mm256_fmadd_ps(va0, vb, c[j][0]);                                       \
+                    if (NA > 1) c[j][NA - 1] = _mm256_fmadd_ps(va1, vb, c[j][NA - 1]);                 \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+        _Pragma("GCC unroll 6") for (int j = 0; j < NB; j++)                                           \
+            _Pragma("GCC unroll 2") for (int i = 0; i < NA; i++) _mm256_storeu_ps(q->t + j * q->t_row + 8 * i, c[j][i]); \
+    }
+BWW8_TILE(2, 6)
+BWW8_TILE(2, 4)
+BWW8_TILE(2, 2)
+BWW8_TILE(1, 6)
+BWW8_TILE(1, 4)
+BWW8_TILE(1, 2)
+
+static void tile_run(int na, int nb, const tile_args_t *q) {
+    static void (*const fns[2][3])(const tile_args_t *) = {{tile_1x2, tile_1x4, tile_1x6},
+                                                          {tile_2x2, tile_2x4, tile_2x6}};
+    fns[na - 1][nb / 2 - 1](q);
+}
+#else
+static void tile_run(int na, int nb, const tile_args_t *q) {
+    (void)na, (void)nb, (void)q; /* not supported without AVX2 */
+}
+#endif
+
+/* All (kh, kw) offsets of one A plane against one B plane for one task. The
+ * plane goes in chunks of rows (about 48 KB of A per block, and as much of
+ * B) so that a chunk stays in L1/L2 across its nine in-plane offsets; a
+ * whole 96^2 plane pair (590 KB per block) would not. */
+static void plane_task(const bww8_t *w, int na, int nb, const int64_t *boff, const float *ap, const float *bp,
+                       float *acc_kd) {
     const int64_t AH = w->ad[1], AW = w->ad[2], BH = w->bd[1], BW = w->bd[2];
-    const int64_t tile_stride = w->cab * w->cbb * 64; /* floats between kernel offsets */
+    const int64_t ca8 = w->cab * 8, k_stride = w->cbb * 8 * ca8; /* accumulator floats per kernel offset */
     const int64_t chunk = AW >= 1536 ? 1 : 1536 / AW;
+    tile_args_t q = {.a_blk = w->ad[0] * AH * AW * 8, .a_row = AW * 8, .b_row = w->s[1] * BW * 8,
+                     .b_col = w->s[2] * 8, .t_row = ca8, .boff = boff};
     for (int64_t r0 = 0; r0 < AH; r0 += chunk) {
         int64_t r1 = r0 + chunk < AH ? r0 + chunk : AH;
         for (int64_t kh = 0; kh < w->k[1]; kh++) {
@@ -90,35 +117,45 @@ static void plane_pair(const bww8_t *w, const float *ap, const float *bp, float 
                 int64_t w0, w1;
                 valid_range(AW, BW, kw, w->s[2], w->p[2], &w0, &w1);
                 if (w0 > w1) continue;
-                const float *a = ap + (h0 * AW + w0) * 8;
-                const float *b = bp + ((h0 * w->s[1] + kh - w->p[1]) * BW + w0 * w->s[2] + kw - w->p[2]) * 8;
-                tile_accumulate(acc_kd + (kh * w->k[2] + kw) * tile_stride, a, AW * 8, b, w->s[1] * BW * 8,
-                                w->s[2] * 8, h1 - h0 + 1, w1 - w0 + 1);
+                q.a = ap + (h0 * AW + w0) * 8;
+                q.b = bp + ((h0 * w->s[1] + kh - w->p[1]) * BW + w0 * w->s[2] + kw - w->p[2]) * 8;
+                q.rows = h1 - h0 + 1, q.cols = w1 - w0 + 1;
+                q.t = acc_kd + (kh * w->k[2] + kw) * k_stride;
+                tile_run(na, nb, &q);
             }
         }
     }
 }
 
-/* Worker: block pairs [begin, end) (A-major), every kernel offset, all voxels.
- * Planes outside, pairs inside: one A plane and one B plane per pair stay in
- * cache for all of their in-plane kernel offsets. */
+/* Worker: tasks [begin, end) = (pair of A blocks, group of 6 B channels),
+ * pair-major; every kernel offset, all voxels. Tasks own disjoint parts of
+ * the accumulator: no reduction. Planes outside, tasks inside. */
 static void bww8_range(void *ctx, int64_t begin, int64_t end, int worker) {
     const bww8_t *w = ctx;
     (void)worker;
-    const int64_t kv = w->k[0] * w->k[1] * w->k[2], pairs = w->cab * w->cbb;
+    const int64_t kv = w->k[0] * w->k[1] * w->k[2], ca8 = w->cab * 8, cb8 = w->cbb * 8;
     const int64_t sa = w->ad[0] * w->ad[1] * w->ad[2] * 8, sb = w->bd[0] * w->bd[1] * w->bd[2] * 8;
     const int64_t plane_a = w->ad[1] * w->ad[2] * 8, plane_b = w->bd[1] * w->bd[2] * 8;
-    for (int64_t k = 0; k < kv; k++) memset(w->acc + (k * pairs + begin) * 64, 0, (size_t)(end - begin) * 64 * 4);
+    for (int64_t t = begin; t < end; t++) {
+        int64_t a0 = t / w->bgroups * 2, be0 = t % w->bgroups * 6;
+        int na = a0 + 1 < w->cab ? 2 : 1, nb = (int)(cb8 - be0 < 6 ? cb8 - be0 : 6);
+        for (int64_t k = 0; k < kv; k++)
+            for (int j = 0; j < nb; j++) memset(w->acc + (k * cb8 + be0 + j) * ca8 + a0 * 8, 0, (size_t)na * 32);
+    }
     for (int64_t n = 0; n < w->n; n++)
         for (int64_t ad = 0; ad < w->ad[0]; ad++)
             for (int64_t kd = 0; kd < w->k[0]; kd++) {
                 int64_t bd = ad * w->s[0] + kd - w->p[0];
                 if (bd < 0 || bd >= w->bd[0]) continue;
-                for (int64_t pr = begin; pr < end; pr++) {
-                    int64_t ca = pr / w->cbb, cb = pr % w->cbb;
-                    const float *ap = w->a + (n * w->cab + ca) * sa + ad * plane_a;
-                    const float *bp = w->b + (n * w->cbb + cb) * sb + bd * plane_b;
-                    plane_pair(w, ap, bp, w->acc + (kd * w->k[1] * w->k[2] * pairs + pr) * 64);
+                for (int64_t t = begin; t < end; t++) {
+                    int64_t a0 = t / w->bgroups * 2, be0 = t % w->bgroups * 6, boff[6];
+                    int na = a0 + 1 < w->cab ? 2 : 1, nb = (int)(cb8 - be0 < 6 ? cb8 - be0 : 6);
+                    /* A beta's B value: its block's plane, its lane; relative to block 0. */
+                    for (int j = 0; j < nb; j++) boff[j] = (be0 + j) / 8 * sb + (be0 + j) % 8;
+                    const float *ap = w->a + (n * w->cab + a0) * sa + ad * plane_a;
+                    const float *bp = w->b + n * w->cbb * sb + bd * plane_b;
+                    plane_task(w, na, nb, boff, ap, bp,
+                               w->acc + kd * w->k[1] * w->k[2] * cb8 * ca8 + be0 * ca8 + a0 * 8);
                 }
             }
 }
@@ -143,7 +180,7 @@ static int64_t blocks8(int64_t c) { return (c + 7) / 8; }
 
 size_t mp_cpu_bww8_scratch_bytes(const mp_cpu_conv_desc_t *d) {
     int64_t kv = d->g.k[0] * d->g.k[1] * d->g.k[2];
-    return (size_t)(kv * blocks8(d->xs.c) * blocks8(d->cout) * 64) * sizeof(float);
+    return (size_t)(kv * blocks8(d->xs.c) * blocks8(d->cout) * 64) * sizeof(float); /* (kv, CB8, CA8) */
 }
 
 /* Bias gradient: the sum of dy (N, C/8, S, 8) per channel, per-row float
@@ -173,14 +210,14 @@ void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const fl
     bww8_t w = {.a = d->transposed ? x : dy, .b = d->transposed ? dy : x, .n = d->xs.n, .cab = blocks8(as.c),
                 .cbb = blocks8(bs.c), .ad = {as.d, as.h, as.w}, .bd = {bs.d, bs.h, bs.w}, .acc = scratch};
     for (int i = 0; i < 3; i++) w.k[i] = d->g.k[i], w.s[i] = d->g.s[i], w.p[i] = d->g.p[i];
-    mp_cpu_team_for(w.cab * w.cbb, bww8_range, &w);
-    /* Plain weights (alpha, beta, k): tile (k, alpha/8, beta/8) holds beta-major 8x8. */
-    const int64_t kv = w.k[0] * w.k[1] * w.k[2], pairs = w.cab * w.cbb;
+    w.apairs = (w.cab + 1) / 2;
+    w.bgroups = (w.cbb * 8 + 5) / 6;
+    mp_cpu_team_for(w.apairs * w.bgroups, bww8_range, &w);
+    /* Plain weights (alpha, beta, k) from the (k, beta, alpha) accumulator. */
+    const int64_t kv = w.k[0] * w.k[1] * w.k[2], ca8 = w.cab * 8, cb8 = w.cbb * 8;
     for (int64_t al = 0; al < as.c; al++)
         for (int64_t be = 0; be < bs.c; be++)
-            for (int64_t k = 0; k < kv; k++)
-                dw[(al * bs.c + be) * kv + k] =
-                    w.acc[(k * pairs + (al / 8) * w.cbb + be / 8) * 64 + (be % 8) * 8 + al % 8];
+            for (int64_t k = 0; k < kv; k++) dw[(al * bs.c + be) * kv + k] = w.acc[(k * cb8 + be) * ca8 + al];
     if (db) bias_grad(db, dy, ys.n, ys.c, ys.d * ys.h * ys.w);
 }
 #endif /* MP_HAVE_DNNL */
