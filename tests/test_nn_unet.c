@@ -248,6 +248,47 @@ static void test_unet_overfits_one_patch(void) {
     MP_CHECK(dice > 0.95);
 }
 
+/* Profiling charges every conv pass once per step with the layer's FLOPs:
+ * the per-kind and per-layer FLOPs add up to the network's count, and every
+ * kind that ran took time. */
+static void test_unet_profile_counts(void) {
+    mp_unet_config_t c;
+    tiny_config(&c, MP_NN_ENGINE_AUTO, MP_NN_F32);
+    mp_unet_t *m;
+    MP_CHECK_OK(mp_unet_create(&m, &c));
+    if (mp_unet_uses_ref(m)) { /* the reference engine times only the loss */
+        mp_unet_free(m);
+        return;
+    }
+    int64_t nv = c.batch * c.patch[0] * c.patch[1] * c.patch[2];
+    float *img = calloc((size_t)(nv * c.in_channels), sizeof(float));
+    uint8_t *lab = calloc((size_t)nv, 1);
+    mp_unet_set_profiling(m, 1);
+    double loss;
+    MP_CHECK_OK(mp_unet_forward_backward(m, &loss, img, lab, NULL));
+    MP_CHECK_OK(mp_unet_forward_backward(m, &loss, img, lab, NULL));
+    mp_unet_prof_entry_t p[MP_UNET_PROF_COUNT];
+    mp_unet_profile(m, p);
+    double ff = mp_unet_flops_forward(m), layers = 0, sec[3], fl;
+    char desc[96];
+    int nconv = 0;
+    for (; !mp_unet_profile_conv(m, nconv, desc, sizeof desc, sec, &fl); nconv++) {
+        layers += fl;
+        MP_CHECK(sec[0] > 0 && sec[2] > 0);
+    }
+    mp_unet_free(m);
+    free(img), free(lab);
+    MP_CHECK(nconv > 0);
+    MP_CHECK_NEAR(layers, ff, 1e-6 * ff);
+    MP_CHECK_NEAR(p[MP_UNET_PROF_CONV_FWD].flops, 2 * ff, 1e-6 * ff);
+    MP_CHECK_NEAR(p[MP_UNET_PROF_CONV_BWD_WEIGHTS].flops, 2 * ff, 1e-6 * ff);
+    MP_CHECK(p[MP_UNET_PROF_CONV_FWD].calls == 2 * nconv);
+    const mp_unet_prof_t ran[] = {MP_UNET_PROF_CONV_FWD, MP_UNET_PROF_CONV_BWD_DATA, MP_UNET_PROF_CONV_BWD_WEIGHTS,
+                                  MP_UNET_PROF_NORM_FWD, MP_UNET_PROF_NORM_BWD, MP_UNET_PROF_CONCAT,
+                                  MP_UNET_PROF_LOSS};
+    for (size_t k = 0; k < sizeof ran / sizeof ran[0]; k++) MP_CHECK(p[ran[k]].seconds > 0 && p[ran[k]].calls > 0);
+}
+
 /* The oneDNN engine plans its arena by lifetime (values kept only when the
  * backward reads them, norm outputs recomputed, gradients and scratchpads
  * sharing bytes); the reference engine gives every buffer its own place.
@@ -278,5 +319,6 @@ int main(void) {
     MP_RUN(test_unet_fast_equals_ref_deep_supervision);
     MP_RUN(test_unet_overfits_one_patch);
     MP_RUN(test_unet_arena_by_lifetime);
+    MP_RUN(test_unet_profile_counts);
     return mp_test_summary();
 }

@@ -44,8 +44,10 @@ static void print_profile(const mp_unet_t *m, int steps, double step_s, double o
     double sec[3], fl;
     for (int i = 0; !mp_unet_profile_conv(m, i, desc, sizeof desc, sec, &fl); i++) {
         for (int j = 0; j < 3; j++) sec[j] /= steps;
+        double rate[3];
+        for (int j = 0; j < 3; j++) rate[j] = sec[j] > 0 ? fl / sec[j] * 1e-9 : 0; /* 0: not run or not timed */
         printf("  %-34s %8.1f %8.1f %8.1f   %6.1f / %6.1f / %6.1f\n", desc, sec[0] * 1e3, sec[1] * 1e3, sec[2] * 1e3,
-               fl / sec[0] * 1e-9, sec[1] > 0 ? fl / sec[1] * 1e-9 : 0, fl / sec[2] * 1e-9);
+               rate[0], rate[1], rate[2]);
     }
     mp_error_clear();
 }
