@@ -176,30 +176,38 @@ int mp_cpu_bww8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t 
     return ok;
 }
 
-static int64_t blocks8(int64_t c) { return (c + 7) / 8; }
-
 size_t mp_cpu_bww8_scratch_bytes(const mp_cpu_conv_desc_t *d) {
     int64_t kv = d->g.k[0] * d->g.k[1] * d->g.k[2];
-    return (size_t)(kv * blocks8(d->xs.c) * blocks8(d->cout) * 64) * sizeof(float); /* (kv, CB8, CA8) */
+    return (size_t)(kv * mp_cpu_blocks8(d->xs.c) * mp_cpu_blocks8(d->cout) * 64) * sizeof(float); /* (kv, CB8, CA8) */
 }
 
 /* Bias gradient: the sum of dy (N, C/8, S, 8) per channel, per-row float
- * sums accumulated in double. */
-static void bias_grad(float *db, const float *dy, int64_t n, int64_t c, int64_t sp) {
-    double s[8];
-    for (int64_t cb = 0; cb < blocks8(c); cb++) {
-        memset(s, 0, sizeof s);
-        for (int64_t i = 0; i < n; i++) {
-            const float *p = dy + (i * blocks8(c) + cb) * sp * 8;
-            for (int64_t v0 = 0; v0 < sp; v0 += 256) {
+ * sums accumulated in double; channel blocks split over the threads (each
+ * summed by one thread in a fixed order, so the result does not depend on
+ * the thread count). */
+typedef struct {
+    float *db;
+    const float *dy;
+    int64_t n, c, sp;
+} bias_ctx_t;
+
+static void bias_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    const bias_ctx_t *t = ctx;
+    const int64_t cbs = mp_cpu_blocks8(t->c);
+    (void)worker;
+    for (int64_t cb = begin; cb < end; cb++) {
+        double s[8] = {0};
+        for (int64_t i = 0; i < t->n; i++) {
+            const float *p = t->dy + (i * cbs + cb) * t->sp * 8;
+            for (int64_t v0 = 0; v0 < t->sp; v0 += 256) {
                 float r[8] = {0};
-                int64_t v1 = v0 + 256 < sp ? v0 + 256 : sp;
+                int64_t v1 = v0 + 256 < t->sp ? v0 + 256 : t->sp;
                 for (int64_t v = v0; v < v1; v++)
                     for (int j = 0; j < 8; j++) r[j] += p[v * 8 + j];
                 for (int j = 0; j < 8; j++) s[j] += r[j];
             }
         }
-        for (int j = 0; j < 8 && cb * 8 + j < c; j++) db[cb * 8 + j] = (float)s[j];
+        for (int j = 0; j < 8 && cb * 8 + j < t->c; j++) t->db[cb * 8 + j] = (float)s[j];
     }
 }
 
@@ -207,8 +215,8 @@ void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const fl
                      void *scratch) {
     mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
     const mp_shape5_t as = d->transposed ? d->xs : ys, bs = d->transposed ? ys : d->xs;
-    bww8_t w = {.a = d->transposed ? x : dy, .b = d->transposed ? dy : x, .n = d->xs.n, .cab = blocks8(as.c),
-                .cbb = blocks8(bs.c), .ad = {as.d, as.h, as.w}, .bd = {bs.d, bs.h, bs.w}, .acc = scratch};
+    bww8_t w = {.a = d->transposed ? x : dy, .b = d->transposed ? dy : x, .n = d->xs.n, .cab = mp_cpu_blocks8(as.c),
+                .cbb = mp_cpu_blocks8(bs.c), .ad = {as.d, as.h, as.w}, .bd = {bs.d, bs.h, bs.w}, .acc = scratch};
     for (int i = 0; i < 3; i++) w.k[i] = d->g.k[i], w.s[i] = d->g.s[i], w.p[i] = d->g.p[i];
     w.apairs = (w.cab + 1) / 2;
     w.bgroups = (w.cbb * 8 + 5) / 6;
@@ -218,6 +226,9 @@ void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const fl
     for (int64_t al = 0; al < as.c; al++)
         for (int64_t be = 0; be < bs.c; be++)
             for (int64_t k = 0; k < kv; k++) dw[(al * bs.c + be) * kv + k] = w.acc[(k * cb8 + be) * ca8 + al];
-    if (db) bias_grad(db, dy, ys.n, ys.c, ys.d * ys.h * ys.w);
+    if (db) {
+        bias_ctx_t bc = {db, dy, ys.n, ys.c, ys.d * ys.h * ys.w};
+        mp_cpu_team_for(mp_cpu_blocks8(ys.c), bias_range, &bc);
+    }
 }
 #endif /* MP_HAVE_DNNL */

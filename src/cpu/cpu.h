@@ -56,6 +56,8 @@ int mp_cpu_md_blocked(dnnl_memory_desc_t *md, mp_shape5_t s, int64_t block);
 int mp_cpu_layout_from_md(mp_cpu_layout_t *l, const dnnl_memory_desc_t *md);
 /* Bytes of a buffer holding md (padding included). */
 size_t mp_cpu_md_bytes(const dnnl_memory_desc_t *md);
+/* Blocks of 8 channels that hold c channels (nCdhw8c). */
+static inline int64_t mp_cpu_blocks8(int64_t c) { return (c + 7) / 8; }
 /* Flat index of (n, c, spatial s) in a layout. */
 static inline int64_t mp_cpu_layout_index(const mp_cpu_layout_t *l, int64_t n, int64_t c, int64_t s) {
     return ((n * (l->cpad / l->block) + c / l->block) * l->sp + s) * l->block + c % l->block;

@@ -27,8 +27,6 @@ typedef struct {
     int64_t id[3], od[3];  /* spatial sizes of x and y */
 } dc8_t;
 
-static int64_t blocks8(int64_t c) { return (c + 7) / 8; }
-
 int mp_cpu_deconv8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src,
                              const dnnl_memory_desc_t *dst) {
 #ifndef __AVX2__
@@ -42,12 +40,12 @@ int mp_cpu_deconv8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc
 }
 
 size_t mp_cpu_deconv8_weight_floats(const mp_cpu_conv_desc_t *d) {
-    return (size_t)(d->g.k[0] * d->g.k[1] * d->g.k[2] * d->xs.c * blocks8(d->cout) * 8);
+    return (size_t)(d->g.k[0] * d->g.k[1] * d->g.k[2] * d->xs.c * mp_cpu_blocks8(d->cout) * 8);
 }
 
 /* Plain (Cin, Cout, kv) weights into (kv, Cin, Cout8); padding lanes are zero. */
 void mp_cpu_deconv8_pack_weights(const mp_cpu_conv_desc_t *d, float *packed, const float *w) {
-    const int64_t ci = d->xs.c, co = d->cout, kv = d->g.k[0] * d->g.k[1] * d->g.k[2], cp = blocks8(co) * 8;
+    const int64_t ci = d->xs.c, co = d->cout, kv = d->g.k[0] * d->g.k[1] * d->g.k[2], cp = mp_cpu_blocks8(co) * 8;
     memset(packed, 0, mp_cpu_deconv8_weight_floats(d) * sizeof(float));
     for (int64_t i = 0; i < ci; i++)
         for (int64_t o = 0; o < co; o++)
@@ -140,7 +138,7 @@ void mp_cpu_deconv8_forward(const mp_cpu_conv_desc_t *d, float *y, const float *
                             const float *bias8) {
     mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, 1);
     dc8_t t = {.d = d, .out = y, .in = x, .w = packed, .bias = bias8, .ci = d->xs.c, .co = d->cout,
-               .cib = blocks8(d->xs.c), .cob = blocks8(d->cout), .id = {d->xs.d, d->xs.h, d->xs.w},
+               .cib = mp_cpu_blocks8(d->xs.c), .cob = mp_cpu_blocks8(d->cout), .id = {d->xs.d, d->xs.h, d->xs.w},
                .od = {ys.d, ys.h, ys.w}};
     mp_cpu_team_for(d->xs.n * d->xs.d * d->xs.h, fwd_rows, &t);
 }

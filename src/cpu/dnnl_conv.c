@@ -316,7 +316,7 @@ static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const
     c->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     c->dc8 = mp_cpu_deconv8_supported(&c->d, &c->src_md, &c->dst_md);
     if (c->dc8) {
-        size_t cop = (size_t)((d->cout + 7) / 8 * 8);
+        size_t cop = (size_t)(mp_cpu_blocks8(d->cout) * 8);
         c->w8 = mp_zalloc(mp_cpu_deconv8_weight_floats(d) * sizeof(float));
         c->bias8 = mp_zalloc(cop * sizeof(float));
         if (!c->w8 || !c->bias8) {
