@@ -32,7 +32,7 @@ typedef struct {
     int64_t ad[3], bd[3]; /* spatial sizes of A and B */
     int64_t k[3], s[3], p[3];
     int64_t apairs, bgroups; /* tasks: pairs of A blocks x groups of 6 B channels */
-    float *acc;           /* (kv, CB8, CA8): beta rows, alpha contiguous */
+    float *acc;           /* (CB8, kv, CA8): alpha contiguous */
 } bww8_t;
 
 /* First and last A index o with 0 <= o*s + k - p < nb (empty when lo > hi). */
@@ -101,10 +101,10 @@ static void tile_run(int na, int nb, const tile_args_t *q) {
 static void plane_task(const bww8_t *w, int na, int nb, const int64_t *boff, const float *ap, const float *bp,
                        float *acc_kd) {
     const int64_t AH = w->ad[1], AW = w->ad[2], BH = w->bd[1], BW = w->bd[2];
-    const int64_t ca8 = w->cab * 8, k_stride = w->cbb * 8 * ca8; /* accumulator floats per kernel offset */
+    const int64_t ca8 = w->cab * 8, kv = w->k[0] * w->k[1] * w->k[2];
     const int64_t chunk = AW >= 1536 ? 1 : 1536 / AW;
     tile_args_t q = {.a_blk = w->ad[0] * AH * AW * 8, .a_row = AW * 8, .b_row = w->s[1] * BW * 8,
-                     .b_col = w->s[2] * 8, .t_row = ca8, .boff = boff};
+                     .b_col = w->s[2] * 8, .t_row = kv * ca8, .boff = boff};
     for (int64_t r0 = 0; r0 < AH; r0 += chunk) {
         int64_t r1 = r0 + chunk < AH ? r0 + chunk : AH;
         for (int64_t kh = 0; kh < w->k[1]; kh++) {
@@ -120,7 +120,7 @@ static void plane_task(const bww8_t *w, int na, int nb, const int64_t *boff, con
                 q.a = ap + (h0 * AW + w0) * 8;
                 q.b = bp + ((h0 * w->s[1] + kh - w->p[1]) * BW + w0 * w->s[2] + kw - w->p[2]) * 8;
                 q.rows = h1 - h0 + 1, q.cols = w1 - w0 + 1;
-                q.t = acc_kd + (kh * w->k[2] + kw) * k_stride;
+                q.t = acc_kd + (kh * w->k[2] + kw) * ca8;
                 tile_run(na, nb, &q);
             }
         }
@@ -140,7 +140,7 @@ static void bww8_range(void *ctx, int64_t begin, int64_t end, int worker) {
         int64_t a0 = t / w->bgroups * 2, be0 = t % w->bgroups * 6;
         int na = a0 + 1 < w->cab ? 2 : 1, nb = (int)(cb8 - be0 < 6 ? cb8 - be0 : 6);
         for (int64_t k = 0; k < kv; k++)
-            for (int j = 0; j < nb; j++) memset(w->acc + (k * cb8 + be0 + j) * ca8 + a0 * 8, 0, (size_t)na * 32);
+            for (int j = 0; j < nb; j++) memset(w->acc + ((be0 + j) * kv + k) * ca8 + a0 * 8, 0, (size_t)na * 32);
     }
     for (int64_t n = 0; n < w->n; n++)
         for (int64_t ad = 0; ad < w->ad[0]; ad++)
@@ -155,7 +155,7 @@ static void bww8_range(void *ctx, int64_t begin, int64_t end, int worker) {
                     const float *ap = w->a + (n * w->cab + a0) * sa + ad * plane_a;
                     const float *bp = w->b + n * w->cbb * sb + bd * plane_b;
                     plane_task(w, na, nb, boff, ap, bp,
-                               w->acc + kd * w->k[1] * w->k[2] * cb8 * ca8 + be0 * ca8 + a0 * 8);
+                               w->acc + (be0 * kv + kd * w->k[1] * w->k[2]) * ca8 + a0 * 8);
                 }
             }
 }
@@ -178,7 +178,7 @@ int mp_cpu_bww8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t 
 
 size_t mp_cpu_bww8_scratch_bytes(const mp_cpu_conv_desc_t *d) {
     int64_t kv = d->g.k[0] * d->g.k[1] * d->g.k[2];
-    return (size_t)(kv * mp_cpu_blocks8(d->xs.c) * mp_cpu_blocks8(d->cout) * 64) * sizeof(float); /* (kv, CB8, CA8) */
+    return (size_t)(kv * mp_cpu_blocks8(d->xs.c) * mp_cpu_blocks8(d->cout) * 64) * sizeof(float); /* (CB8, kv, CA8) */
 }
 
 /* Bias gradient: the sum of dy (N, C/8, S, 8) per channel, per-row float
@@ -211,6 +211,30 @@ static void bias_range(void *ctx, int64_t begin, int64_t end, int worker) {
     }
 }
 
+/* Plain weights (alpha, beta, k) from the (beta, k, alpha) accumulator, 16
+ * alphas (one cache line of the accumulator) per task: each line read is
+ * used whole and each alpha's output row is written in order. The plain
+ * loop nest strided through the accumulator a line per value and took as
+ * long as the sums themselves on the deep 8^3 and 4^3 layers. */
+typedef struct {
+    float *dw;
+    const float *acc;
+    int64_t ca, cb, kv, ca8;
+} unpack_t;
+
+static void unpack_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    const unpack_t *u = ctx;
+    (void)worker;
+    for (int64_t g = begin; g < end; g++) {
+        int64_t a0 = g * 16, a1 = a0 + 16 < u->ca ? a0 + 16 : u->ca;
+        for (int64_t be = 0; be < u->cb; be++)
+            for (int64_t k = 0; k < u->kv; k++) {
+                const float *src = u->acc + (be * u->kv + k) * u->ca8;
+                for (int64_t al = a0; al < a1; al++) u->dw[(al * u->cb + be) * u->kv + k] = src[al];
+            }
+    }
+}
+
 void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const float *dy, const float *x,
                      void *scratch) {
     mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, d->transposed);
@@ -221,11 +245,8 @@ void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const fl
     w.apairs = (w.cab + 1) / 2;
     w.bgroups = (w.cbb * 8 + 5) / 6;
     mp_cpu_team_for(w.apairs * w.bgroups, bww8_range, &w);
-    /* Plain weights (alpha, beta, k) from the (k, beta, alpha) accumulator. */
-    const int64_t kv = w.k[0] * w.k[1] * w.k[2], ca8 = w.cab * 8, cb8 = w.cbb * 8;
-    for (int64_t al = 0; al < as.c; al++)
-        for (int64_t be = 0; be < bs.c; be++)
-            for (int64_t k = 0; k < kv; k++) dw[(al * bs.c + be) * kv + k] = w.acc[(k * cb8 + be) * ca8 + al];
+    unpack_t u = {dw, w.acc, as.c, bs.c, w.k[0] * w.k[1] * w.k[2], w.cab * 8};
+    mp_cpu_team_for((as.c + 15) / 16, unpack_range, &u);
     if (db) {
         bias_ctx_t bc = {db, dy, ys.n, ys.c, ys.d * ys.h * ys.w};
         mp_cpu_team_for(mp_cpu_blocks8(ys.c), bias_range, &bc);
