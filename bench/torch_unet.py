@@ -3,11 +3,13 @@ InstanceNorm(affine) -> LeakyReLU(0.01) per stage, strided-conv downsampling,
 transposed-conv upsampling, concatenated skips, 1x1x1 head), nnU-Net's
 Dice + CE loss and SGD (Nesterov, momentum 0.99, weight decay 3e-5, grad-norm
 clip 12) in PyTorch, fp32, on 2 threads. Prints one JSON line with the same
-keys as medpipe. Usage: torch_unet.py [--patch 64] [--batch 2]
+keys as medpipe (train step: mean and median of the timed steps after one
+warm-up step; forward: median of 3 after a warm-up). Usage: torch_unet.py [--patch 64] [--batch 2]
 [--features 32,64,128,256,320] [--steps 3] [--threads 2]"""
 import argparse
 import json
 import resource
+import statistics
 import time
 
 import torch
@@ -82,16 +84,21 @@ def main():
         opt.step()
 
     step()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(a.steps):
+        t0 = time.perf_counter()
         step()
-    ts = (time.perf_counter() - t0) / a.steps
+        times.append(time.perf_counter() - t0)
     with torch.no_grad():
         net(x)
-        t0 = time.perf_counter()
-        net(x)
-        tf = time.perf_counter() - t0
-    print(json.dumps({"impl": "pytorch " + torch.__version__, "train_step_ms": ts * 1e3, "forward_ms": tf * 1e3,
+        fwd = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            net(x)
+            fwd.append(time.perf_counter() - t0)
+    print(json.dumps({"impl": "pytorch " + torch.__version__, "train_step_ms": statistics.mean(times) * 1e3,
+                      "train_step_ms_median": statistics.median(times) * 1e3,
+                      "forward_ms": statistics.median(fwd) * 1e3,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 
 
