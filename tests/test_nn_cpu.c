@@ -37,6 +37,7 @@ static double rel_err(const float *a, const float *b, int64_t n) {
 static const char *expect_impl2; /* when set: the backward-weights implementation conv_case must get */
 static int expect_no_ref;         /* when set: no pass may run oneDNN's reference code */
 static const char *expect_impl0;  /* when set: the forward implementation */
+static const char *expect_impl1;  /* when set: the backward-data implementation */
 
 static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int transposed, int src_block, int post) {
     mp_shape5_t ys = mp_conv_out_shape(xs, cout, &g, transposed);
@@ -76,6 +77,7 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
     void *scratch = mp_alloc(mp_cpu_conv_scratch_bytes(c) + 64);
     float *xb = to_md(x, xs, sm), *dyb = to_md(dy, ys, dm);
     float *yb = mp_zalloc(mp_cpu_md_bytes(dm)), *dxb = mp_zalloc(mp_cpu_md_bytes(sm));
+    memset(dxb, 0x55, mp_cpu_md_bytes(sm)); /* garbage (1.5e13): backward-data must write every voxel */
     err = 0;
     if (mp_cpu_conv_forward(c, yb, xb, w, b, scratch)) err = 1e9;
     float *y = from_md(yb, ys, dm);
@@ -99,6 +101,10 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
     if (expect_impl0 && strcmp(mp_cpu_conv_impl(c, 0), expect_impl0)) {
         fprintf(stderr, "  conv case: impl %s / %s, expected %s\n", mp_cpu_conv_impl(c, 0), mp_cpu_conv_impl(c, 1),
                 expect_impl0);
+        err = 1e9;
+    }
+    if (expect_impl1 && strcmp(mp_cpu_conv_impl(c, 1), expect_impl1) != 0) {
+        fprintf(stderr, "  conv case: backward-data impl %s, expected %s\n", mp_cpu_conv_impl(c, 1), expect_impl1);
         err = 1e9;
     }
     if (expect_impl2 && strcmp(mp_cpu_conv_impl(c, 2), expect_impl2) != 0) {
@@ -191,6 +197,36 @@ static void test_deconv8_matches_ref(void) {
     expect_impl0 = expect_impl2 = NULL;
     expect_no_ref = 0;
     for (int i = 0; i < 4; i++) MP_CHECK_NEAR(e[i], 0, TOL);
+}
+
+/* Backward-data of strided and transposed convs on nCdhw8c with rows of 16
+ * or more voxels per residue class runs medpipe's gather kernel (gconv8.c;
+ * shorter rows stay on oneDNN's paths, test_conv_blocked8_backward): residue
+ * classes along w (stride 2 and 3), edge
+ * voxels whose taps fall outside dy, rows of 6-, 4- and 1-voxel tiles, an
+ * odd number of dx channel blocks, channel counts that do not fill a block,
+ * kernels smaller than, equal to and larger than the stride, anisotropic
+ * strides, overlapping transposed convs, batch > 1. */
+static void test_gconv8_matches_ref(void) {
+    mp_conv_geom_t g333s2 = {{3, 3, 3}, {2, 2, 2}, {1, 1, 1}}, g133 = {{1, 3, 3}, {1, 2, 2}, {0, 1, 1}};
+    mp_conv_geom_t g222 = {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}}, g555s3 = {{5, 3, 5}, {3, 2, 3}, {2, 0, 1}};
+    mp_conv_geom_t g111s2 = {{1, 1, 1}, {2, 2, 2}, {0, 0, 0}}, g122 = {{1, 2, 2}, {1, 2, 2}, {0, 0, 0}};
+    expect_impl1 = "medpipe:gconv8";
+    expect_no_ref = 1;
+    double e[10] = {
+        conv_case((mp_shape5_t){2, 17, 3, 4, 35}, 20, g333s2, 0, 8, 0),
+        conv_case((mp_shape5_t){1, 40, 4, 3, 33}, 9, g333s2, 0, 8, 0),
+        conv_case((mp_shape5_t){2, 8, 3, 5, 37}, 16, g133, 0, 8, 0),
+        conv_case((mp_shape5_t){1, 3, 4, 4, 32}, 8, g222, 0, 8, 0),
+        conv_case((mp_shape5_t){2, 9, 7, 4, 49}, 5, g555s3, 0, 8, 0),
+        conv_case((mp_shape5_t){1, 12, 3, 5, 33}, 7, g111s2, 0, 8, 0),
+        conv_case((mp_shape5_t){2, 20, 3, 4, 17}, 16, g222, 1, 8, 0),
+        conv_case((mp_shape5_t){1, 24, 3, 4, 16}, 5, g122, 1, 8, 0),
+        conv_case((mp_shape5_t){2, 6, 3, 4, 18}, 7, g333s2, 1, 8, 0),
+        conv_case((mp_shape5_t){1, 5, 3, 3, 16}, 3, g555s3, 1, 8, 0)};
+    expect_impl1 = NULL;
+    expect_no_ref = 0;
+    for (int i = 0; i < 10; i++) MP_CHECK_NEAR(e[i], 0, TOL);
 }
 
 static void test_conv_fused_lrelu(void) {
@@ -303,6 +339,7 @@ int main(void) {
     MP_RUN(test_conv_shifted_gemm_bwd_weights);
     MP_RUN(test_conv_blocked8_backward);
     MP_RUN(test_deconv8_matches_ref);
+    MP_RUN(test_gconv8_matches_ref);
     MP_RUN(test_conv_fused_lrelu);
     MP_RUN(test_deconv_matches_ref);
     MP_RUN(test_inorm_matches_ref);

@@ -115,6 +115,15 @@ int mp_cpu_bww8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t 
 size_t mp_cpu_bww8_scratch_bytes(const mp_cpu_conv_desc_t *d);
 void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const float *dy, const float *x, void *scratch);
 
+/* ---- backward-data of strided and transposed convs on nCdhw8c (gconv8.c) ----
+ * supported: AVX2, both activations nCdhw8c, a stride > 1 or a transposed
+ * conv (MEDPIPE_NO_GCONV8=1 turns it off). Weights are packed per call
+ * (plain in, mp_cpu_gconv8_weight_floats out). */
+int mp_cpu_gconv8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst);
+size_t mp_cpu_gconv8_weight_floats(const mp_cpu_conv_desc_t *d);
+void mp_cpu_gconv8_pack_weights(const mp_cpu_conv_desc_t *d, float *packed, const float *w);
+void mp_cpu_gconv8_backward_data(const mp_cpu_conv_desc_t *d, float *dx, const float *dy, const float *packed);
+
 /* ---- upsampling forward on nCdhw8c (deconv8.c) ----
  * A transposed conv with kernel = stride and no padding. Weights are packed
  * first (plain (Cin, Cout, k)) into mp_cpu_deconv8_weight_floats floats;

@@ -165,6 +165,8 @@ struct mp_cpu_conv {
     int bw8;             /* backward-weights on nCdhw8c directly (conv_bww8.c) */
     int dc8;             /* forward of an upsampling on nCdhw8c (deconv8.c) */
     float *w8, *bias8;   /* dc8: packed weights, padded bias */
+    int gd8;             /* backward-data of a strided or transposed conv on nCdhw8c (gconv8.c) */
+    float *wg8;          /* gd8: packed weights */
     /* A backward pass whose fast kernel exists only for channels last (see
      * create_backward) runs on ndhwc copies that follow its primitive's
      * scratchpad in the caller's scratch buffer, at copy_off. */
@@ -405,8 +407,13 @@ static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, co
     dnnl_primitive_desc_t nat[2] = {NULL, NULL}, alt[2] = {NULL, NULL};
     if ((rc = backward_pds(c, &c->src_md, &c->dst_md, any_w, st, pl, pr, nat))) goto fail;
     c->bw8 = mp_cpu_bww8_supported(&c->d, &c->src_md, &c->dst_md);
+    c->gd8 = mp_cpu_gconv8_supported(&c->d, &c->src_md, &c->dst_md);
+    if (c->gd8 && !(c->wg8 = mp_alloc(mp_cpu_gconv8_weight_floats(&c->d) * sizeof(float)))) {
+        rc = mp_error_set(MP_ERR_NOMEM, "out of memory for conv weights");
+        goto fail;
+    }
     if (!is_channels_last(&c->src_md) || !is_channels_last(&c->dst_md)) {
-        c->bd_alt = impl_is_ref(nat[0]);
+        c->bd_alt = !c->gd8 && impl_is_ref(nat[0]);
         c->bw_alt = !c->bw8 && (impl_is_ref(nat[1]) || own_bw_geometry(&c->d));
     }
     if (c->bd_alt || c->bw_alt) {
@@ -597,11 +604,12 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
          * but never runs: its scratchpad is not needed. */
         if (c->own_bw) c->scratch_bw = own_bw_scratch(c) + (size_t)d->cout * sizeof(double);
         if (c->bw8) c->scratch_bw = mp_cpu_bww8_scratch_bytes(&c->d);
+        if (c->gd8) c->scratch_bd = 0; /* oneDNN's primitive stays as a fallback but never runs */
         c->copy_off_bd = align64(c->scratch_bd);
         c->copy_off_bw = align64(c->scratch_bw);
         if (c->bd_alt) c->scratch_bd = c->copy_off_bd + copies;
         if (c->bw_alt) c->scratch_bw = c->copy_off_bw + copies;
-        snprintf(c->impl_name[1], sizeof c->impl_name[1], "%s%s", c->bwd_data.impl,
+        snprintf(c->impl_name[1], sizeof c->impl_name[1], "%s%s", c->gd8 ? "medpipe:gconv8" : c->bwd_data.impl,
                  c->bd_alt ? " (ndhwc)" : "");
         snprintf(c->impl_name[2], sizeof c->impl_name[2], "%s%s",
                  c->bw8 ? "medpipe:bww8" : c->own_bw ? "medpipe:shifted_gemm" : c->bwd_weights.impl,
@@ -640,6 +648,7 @@ void mp_cpu_conv_free(mp_cpu_conv_t *c) {
     mp_free(c->dwb);
     mp_free(c->w8);
     mp_free(c->bias8);
+    mp_free(c->wg8);
     dnnl_memory_t ms[] = {c->m_src, c->m_dst, c->m_wf, c->m_b, c->m_dsrc, c->m_ddst_bd,
                           c->m_wb, c->m_src_bw, c->m_ddst_bw, c->m_dw, c->m_db};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
@@ -696,6 +705,11 @@ int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float 
 int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, const float *w, void *scratch) {
     int rc;
     if (!c->bwd_data.prim) return mp_error_set(MP_ERR_ARG, "conv: layer was created without backward");
+    if (c->gd8) {
+        mp_cpu_gconv8_pack_weights(&c->d, c->wg8, w);
+        mp_cpu_gconv8_backward_data(&c->d, dx, dy, c->wg8);
+        return MP_OK;
+    }
     const float *wl = w;
     if (c->w_to_bwd) {
         /* The forward already laid the same weights out in this layout. */
