@@ -38,6 +38,7 @@ static const char *expect_impl2; /* when set: the backward-weights implementatio
 static int expect_no_ref;         /* when set: no pass may run oneDNN's reference code */
 static const char *expect_impl0;  /* when set: the forward implementation */
 static const char *expect_impl1;  /* when set: the backward-data implementation */
+static int dst8_src_any;          /* when set: dst nCdhw8c, the source left to oneDNN (the U-Net's input conv) */
 
 static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int transposed, int src_block, int post) {
     mp_shape5_t ys = mp_conv_out_shape(xs, cout, &g, transposed);
@@ -59,7 +60,10 @@ static double conv_case(mp_shape5_t xs, int64_t cout, mp_conv_geom_t g, int tran
     dnnl_memory_desc_t smd, dmd;
     mp_cpu_conv_desc_t d = {.xs = xs, .cout = cout, .g = g, .transposed = transposed, .bias = 1,
                             .post_lrelu = post, .post_slope = 0.01, .backward = !post};
-    if (src_block) {
+    if (dst8_src_any) {
+        mp_cpu_md_blocked(&dmd, ys, 8);
+        d.dst_md = &dmd;
+    } else if (src_block) {
         mp_cpu_md_blocked(&smd, xs, src_block < 0 ? 0 : src_block); /* -1: channels last */
         d.src_md = &smd;
         if (src_block > 1) { /* as in the U-Net: the output in the same blocking */
@@ -229,6 +233,25 @@ static void test_gconv8_matches_ref(void) {
     for (int i = 0; i < 10; i++) MP_CHECK_NEAR(e[i], 0, TOL);
 }
 
+/* The input conv (one channel, plain source, nCdhw8c output) gets its
+ * weight gradient from medpipe's one-channel kernel (bww1): 3x3x3 with row
+ * ends, a 5x5x5 kernel (a second, partial group of w offsets), anisotropic
+ * kernels and padding, output channels of 1-5 blocks, batch > 1. */
+static void test_bww1_matches_ref(void) {
+    mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}}, g555 = {{5, 5, 5}, {1, 1, 1}, {2, 2, 2}};
+    mp_conv_geom_t g133 = {{1, 3, 3}, {1, 1, 1}, {0, 1, 1}}, g353 = {{3, 5, 3}, {1, 1, 1}, {0, 2, 1}};
+    expect_impl2 = "medpipe:bww1";
+    dst8_src_any = 1;
+    double e[5] = {conv_case((mp_shape5_t){2, 1, 6, 7, 11}, 32, g333, 0, 0, 0),
+                   conv_case((mp_shape5_t){1, 1, 6, 5, 9}, 13, g555, 0, 0, 0),
+                   conv_case((mp_shape5_t){2, 1, 3, 6, 8}, 5, g133, 0, 0, 0),
+                   conv_case((mp_shape5_t){1, 1, 5, 8, 7}, 40, g353, 0, 0, 0),
+                   conv_case((mp_shape5_t){3, 1, 4, 4, 4}, 24, g333, 0, 0, 0)};
+    expect_impl2 = NULL;
+    dst8_src_any = 0;
+    for (int i = 0; i < 5; i++) MP_CHECK_NEAR(e[i], 0, TOL);
+}
+
 static void test_conv_fused_lrelu(void) {
     mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}};
     MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 6, 5, 4, 6}, 9, g333, 0, 0, 1), 0, TOL);
@@ -340,6 +363,7 @@ int main(void) {
     MP_RUN(test_conv_blocked8_backward);
     MP_RUN(test_deconv8_matches_ref);
     MP_RUN(test_gconv8_matches_ref);
+    MP_RUN(test_bww1_matches_ref);
     MP_RUN(test_conv_fused_lrelu);
     MP_RUN(test_deconv_matches_ref);
     MP_RUN(test_inorm_matches_ref);

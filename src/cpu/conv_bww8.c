@@ -252,4 +252,183 @@ void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const fl
         mp_cpu_team_for(mp_cpu_blocks8(ys.c), bias_range, &bc);
     }
 }
+/* ---- the input conv: one input channel ----
+ * With Cin = 1 the B side of the correlation is a plain volume: the betas
+ * of a register tile become three kernel offsets along w (three adjacent
+ * values of x) and the alphas up to four blocks of dy: twelve FMA chains,
+ * four loads and three broadcasts per twelve FMAs. Before, this layer ran
+ * shifted GEMMs on a channels-last copy of dy at 20 GFLOP/s. Tasks are the
+ * (sample, plane) pairs of dy, each summing into its own slab; the slabs are
+ * added in task order, so the result does not depend on the thread count. */
+#define MP_BWW1_MAX_BLOCKS 64 /* output channels up to 512 (a per-task bias sum on the stack) */
+
+int mp_cpu_bww1_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst) {
+    mp_cpu_layout_t ls, ld;
+#ifndef __AVX2__
+    (void)d, (void)src, (void)dst;
+    return 0;
+#endif
+    const char *env = getenv("MEDPIPE_NO_BWW8");
+    if ((env && env[0] == '1') || d->transposed || d->xs.c != 1) return 0;
+    for (int i = 0; i < 3; i++)
+        if (d->g.s[i] != 1) return 0;
+    if (mp_cpu_blocks8(d->cout) > MP_BWW1_MAX_BLOCKS) return 0;
+    int ok = !mp_cpu_layout_from_md(&ls, src) && !mp_cpu_layout_from_md(&ld, dst) && ls.c == 1 && ld.block == 8;
+    mp_error_clear();
+    return ok;
+}
+
+size_t mp_cpu_bww1_scratch_bytes(const mp_cpu_conv_desc_t *d) {
+    mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, 0);
+    int64_t kv = d->g.k[0] * d->g.k[1] * d->g.k[2];
+    return (size_t)(ys.n * ys.d * (kv + 1) * mp_cpu_blocks8(d->cout) * 8) * sizeof(float); /* (task, kv + 1, CA8) */
+}
+
+typedef struct {
+    const float *dy, *x; /* (N, CA/8, D, H, W, 8); (N, D, H, W) */
+    int64_t cab, ad[3], bd[3], k[3], p[3];
+    float *slabs;        /* (N * AD, kv, CA8) */
+} bww1_t;
+
+#ifdef __AVX2__
+/* acc[b][t] (b < NA blocks, t < 3 offsets) over rows x cols voxels:
+ * dy block b at a + b * a_blk, x at xb + t. */
+#define BWW1_TILE(NA)                                                                                     \
+    static void tile1_##NA(float *acc, int64_t acc_k, const float *a, int64_t a_blk, int64_t a_row,     \
+                           const float *xb, int64_t b_row, int64_t rows, int64_t cols) {                  \
+        __m256 c[NA][3];                                                                                  \
+        _Pragma("GCC unroll 4") for (int b = 0; b < NA; b++)                                              \
+            _Pragma("GCC unroll 3") for (int t = 0; t < 3; t++) c[b][t] = _mm256_loadu_ps(acc + t * acc_k + 8 * b); \
+        for (int64_t r = 0; r < rows; r++) {                                                              \
+            const float *pa = a + r * a_row, *pb = xb + r * b_row;                                        \
+            for (int64_t v = 0; v < cols; v++) {                                                          \
+                __m256 x0 = _mm256_broadcast_ss(pb + v), x1 = _mm256_broadcast_ss(pb + v + 1);           \
+                __m256 x2 = _mm256_broadcast_ss(pb + v + 2);                                              \
+                _Pragma("GCC unroll 4") for (int b = 0; b < NA; b++) {                                    \
+                    __m256 va = _mm256_loadu_ps(pa + b * a_blk + v * 8);                                  \
+                    c[b][0] = _mm256_fmadd_ps(va, x0, c[b][0]);                                           \
+                    c[b][1] = _mm256_fmadd_ps(va, x1, c[b][1]);                                           \
+                    c[b][2] = _mm256_fmadd_ps(va, x2, c[b][2]);                                           \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        _Pragma("GCC unroll 4") for (int b = 0; b < NA; b++)                                              \
+            _Pragma("GCC unroll 3") for (int t = 0; t < 3; t++) _mm256_storeu_ps(acc + t * acc_k + 8 * b, c[b][t]); \
+    }
+BWW1_TILE(1)
+BWW1_TILE(2)
+BWW1_TILE(3)
+BWW1_TILE(4)
+
+/* One kernel offset kw, one voxel at a time (row ends, offsets past a group of 3). */
+static void bww1_cols(float *acc, const float *a, int64_t a_blk, int64_t a_row, const float *xb, int64_t b_row,
+                      int64_t rows, int64_t c0, int64_t c1, int64_t cab) {
+    for (int64_t b = 0; b < cab; b++) {
+        __m256 c = _mm256_loadu_ps(acc + 8 * b);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t v = c0; v <= c1; v++)
+                c = _mm256_fmadd_ps(_mm256_loadu_ps(a + b * a_blk + r * a_row + v * 8),
+                                    _mm256_broadcast_ss(xb + r * b_row + v), c);
+        _mm256_storeu_ps(acc + 8 * b, c);
+    }
+}
+
+/* Rows [h0, h1] of one dy plane against x plane bp for kernel offsets (kd, kh, all kw). */
+static void bww1_rows(const bww1_t *w, float *acc_kh, const float *ap, const float *bp, int64_t h0, int64_t h1,
+                      int64_t kh) {
+    static void (*const fns[4])(float *, int64_t, const float *, int64_t, int64_t, const float *, int64_t, int64_t,
+                                int64_t) = {tile1_1, tile1_2, tile1_3, tile1_4};
+    const int64_t AW = w->ad[2], BW = w->bd[2], ca8 = w->cab * 8, a_blk = w->ad[0] * w->ad[1] * AW * 8;
+    const float *a = ap + h0 * AW * 8, *xb = bp + (h0 + kh - w->p[1]) * BW;
+    int64_t rows = h1 - h0 + 1;
+    for (int64_t kw0 = 0; kw0 < w->k[2]; kw0 += 3) {
+        int64_t lo[3], hi[3], nt = w->k[2] - kw0 < 3 ? w->k[2] - kw0 : 3, c0 = 0, c1 = AW - 1;
+        for (int t = 0; t < nt; t++) {
+            valid_range(AW, BW, kw0 + t, 1, w->p[2], &lo[t], &hi[t]);
+            if (lo[t] > c0) c0 = lo[t];
+            if (hi[t] < c1) c1 = hi[t];
+        }
+        if (nt == 3 && c0 <= c1) /* the interior: every offset of the group valid */
+            for (int64_t b = 0; b < w->cab; b += 4)
+                fns[(w->cab - b < 4 ? w->cab - b : 4) - 1](acc_kh + kw0 * ca8 + b * 8, ca8, a + b * a_blk + c0 * 8,
+                                                          a_blk, AW * 8, xb + c0 + kw0 - w->p[2], BW, rows, c1 - c0 + 1);
+        else
+            c0 = 1, c1 = 0; /* no interior: every column below */
+        for (int t = 0; t < nt; t++) { /* the columns outside the interior */
+            const float *xt = xb + kw0 + t - w->p[2];
+            float *acc_t = acc_kh + (kw0 + t) * ca8;
+            int64_t l = lo[t], h = hi[t];
+            if (c0 > c1) bww1_cols(acc_t, a, a_blk, AW * 8, xt, BW, rows, l, h, w->cab);
+            else {
+                if (l < c0) bww1_cols(acc_t, a, a_blk, AW * 8, xt, BW, rows, l, c0 - 1 < h ? c0 - 1 : h, w->cab);
+                if (h > c1) bww1_cols(acc_t, a, a_blk, AW * 8, xt, BW, rows, c1 + 1 > l ? c1 + 1 : l, h, w->cab);
+            }
+        }
+    }
+}
+
+/* Worker: tasks [begin, end) = (sample, dy plane); rows in chunks of about
+ * 48 KB of dy so that a chunk stays in L1 across its nine (kd, kh) passes. */
+static void bww1_range(void *ctx, int64_t begin, int64_t end, int worker) {
+    const bww1_t *w = ctx;
+    const int64_t kv = w->k[0] * w->k[1] * w->k[2], ca8 = w->cab * 8, AH = w->ad[1], AW = w->ad[2];
+    const int64_t chunk = AW * w->cab >= 3072 ? 1 : 3072 / (AW * w->cab);
+    (void)worker;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t n = t / w->ad[0], ad = t % w->ad[0];
+        float *acc = w->slabs + t * (kv + 1) * ca8; /* kv rows of weights, one of bias */
+        memset(acc, 0, (size_t)(kv * ca8) * sizeof(float));
+        const float *ap = w->dy + (n * w->cab * w->ad[0] + ad) * AH * AW * 8;
+        double bsum[MP_BWW1_MAX_BLOCKS * 8] = {0};
+        for (int64_t r0 = 0; r0 < AH; r0 += chunk) {
+            /* The bias gradient from the chunk while it is in cache: float
+             * sums per row, added in double (a second pass over all of dy
+             * from memory took as long as the correlation). */
+            for (int64_t r = r0; r < AH && r < r0 + chunk; r++)
+                for (int64_t b = 0; b < w->cab; b++) {
+                    float rs[8] = {0};
+                    const float *pr = ap + b * w->ad[0] * AH * AW * 8 + r * AW * 8;
+                    for (int64_t v = 0; v < AW; v++)
+                        for (int l = 0; l < 8; l++) rs[l] += pr[v * 8 + l];
+                    for (int l = 0; l < 8; l++) bsum[b * 8 + l] += rs[l];
+                }
+            for (int64_t kd = 0; kd < w->k[0]; kd++) {
+                int64_t bd = ad + kd - w->p[0];
+                if (bd < 0 || bd >= w->bd[0]) continue;
+                const float *bp = w->x + (n * w->bd[0] + bd) * w->bd[1] * w->bd[2];
+                for (int64_t kh = 0; kh < w->k[1]; kh++) {
+                    int64_t h0, h1;
+                    valid_range(AH, w->bd[1], kh, 1, w->p[1], &h0, &h1);
+                    if (h0 < r0) h0 = r0;
+                    if (h1 > r0 + chunk - 1) h1 = r0 + chunk - 1;
+                    if (h0 <= h1) bww1_rows(w, acc + (kd * w->k[1] + kh) * w->k[2] * ca8, ap, bp, h0, h1, kh);
+                }
+            }
+        }
+        for (int64_t c = 0; c < ca8; c++) acc[kv * ca8 + c] = (float)bsum[c];
+    }
+}
+#endif
+
+void mp_cpu_bww1_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const float *dy, const float *x,
+                     void *scratch) {
+#ifdef __AVX2__
+    mp_shape5_t ys = mp_conv_out_shape(d->xs, d->cout, &d->g, 0);
+    bww1_t w = {.dy = dy, .x = x, .cab = mp_cpu_blocks8(d->cout), .ad = {ys.d, ys.h, ys.w},
+                .bd = {d->xs.d, d->xs.h, d->xs.w}, .slabs = scratch};
+    for (int i = 0; i < 3; i++) w.k[i] = d->g.k[i], w.p[i] = d->g.p[i];
+    int64_t tasks = ys.n * ys.d, kv = w.k[0] * w.k[1] * w.k[2], ca8 = w.cab * 8;
+    mp_cpu_team_for(tasks, bww1_range, &w);
+    /* Slabs in task order, in double: (Cout, 1, k) plain weights, bias. */
+    for (int64_t co = 0; co < d->cout; co++)
+        for (int64_t k = 0; k < kv + (db != NULL); k++) {
+            double s = 0;
+            for (int64_t t = 0; t < tasks; t++) s += w.slabs[(t * (kv + 1) + k) * ca8 + co];
+            if (k < kv) dw[co * kv + k] = (float)s;
+            else db[co] = (float)s;
+        }
+#else
+    (void)d, (void)dw, (void)db, (void)dy, (void)x, (void)scratch; /* never supported without AVX2 */
+#endif
+}
 #endif /* MP_HAVE_DNNL */

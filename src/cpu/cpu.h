@@ -114,6 +114,11 @@ int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const f
 int mp_cpu_bww8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst);
 size_t mp_cpu_bww8_scratch_bytes(const mp_cpu_conv_desc_t *d);
 void mp_cpu_bww8_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const float *dy, const float *x, void *scratch);
+/* The same for a stride-1 conv with one input channel (plain x) and dy in
+ * nCdhw8c: the U-Net's input conv; scratch holds mp_cpu_bww1_scratch_bytes. */
+int mp_cpu_bww1_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst);
+size_t mp_cpu_bww1_scratch_bytes(const mp_cpu_conv_desc_t *d);
+void mp_cpu_bww1_run(const mp_cpu_conv_desc_t *d, float *dw, float *db, const float *dy, const float *x, void *scratch);
 
 /* ---- backward-data of strided and transposed convs on nCdhw8c (gconv8.c) ----
  * supported: AVX2, both activations nCdhw8c, a stride > 1 or a transposed

@@ -163,6 +163,7 @@ struct mp_cpu_conv {
     size_t scratch_fwd, scratch_bd, scratch_bw;        /* per pass (bw: the one that runs) */
     int own_bw;          /* backward-weights by shifted GEMMs (see own_bw_geometry) */
     int bw8;             /* backward-weights on nCdhw8c directly (conv_bww8.c) */
+    int bw1;             /* the same with one plain input channel (the input conv) */
     int dc8;             /* forward of an upsampling on nCdhw8c (deconv8.c) */
     float *w8, *bias8;   /* dc8: packed weights, padded bias */
     int gd8;             /* backward-data of a strided or transposed conv on nCdhw8c (gconv8.c) */
@@ -407,6 +408,7 @@ static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, co
     dnnl_primitive_desc_t nat[2] = {NULL, NULL}, alt[2] = {NULL, NULL};
     if ((rc = backward_pds(c, &c->src_md, &c->dst_md, any_w, st, pl, pr, nat))) goto fail;
     c->bw8 = mp_cpu_bww8_supported(&c->d, &c->src_md, &c->dst_md);
+    c->bw1 = !c->bw8 && mp_cpu_bww1_supported(&c->d, &c->src_md, &c->dst_md);
     c->gd8 = mp_cpu_gconv8_supported(&c->d, &c->src_md, &c->dst_md);
     if (c->gd8 && !(c->wg8 = mp_alloc(mp_cpu_gconv8_weight_floats(&c->d) * sizeof(float)))) {
         rc = mp_error_set(MP_ERR_NOMEM, "out of memory for conv weights");
@@ -414,7 +416,7 @@ static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, co
     }
     if (!is_channels_last(&c->src_md) || !is_channels_last(&c->dst_md)) {
         c->bd_alt = !c->gd8 && impl_is_ref(nat[0]);
-        c->bw_alt = !c->bw8 && (impl_is_ref(nat[1]) || own_bw_geometry(&c->d));
+        c->bw_alt = !c->bw8 && !c->bw1 && (impl_is_ref(nat[1]) || own_bw_geometry(&c->d));
     }
     if (c->bd_alt || c->bw_alt) {
         if ((rc = backward_pds(c, &c->alt_src_md, &c->alt_dst_md, any_w, st, pl, pr, alt)) ||
@@ -442,7 +444,7 @@ static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, co
         (rc = new_mem(&c->m_ddst_bw, bw_dst)) || (rc = new_mem(&c->m_dw, &c->dw_md)) ||
         (rc = new_mem(&c->m_db, &c->b_md)))
         goto fail;
-    c->own_bw = !c->bw8 && own_bw_geometry(&c->d) && is_channels_last(bw_src) && is_channels_last(bw_dst);
+    c->own_bw = !c->bw8 && !c->bw1 && own_bw_geometry(&c->d) && is_channels_last(bw_src) && is_channels_last(bw_dst);
 fail:
     for (int i = 0; i < 2; i++) {
         if (nat[i]) dnnl_primitive_desc_destroy(nat[i]);
@@ -604,6 +606,7 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
          * but never runs: its scratchpad is not needed. */
         if (c->own_bw) c->scratch_bw = own_bw_scratch(c) + (size_t)d->cout * sizeof(double);
         if (c->bw8) c->scratch_bw = mp_cpu_bww8_scratch_bytes(&c->d);
+        if (c->bw1) c->scratch_bw = mp_cpu_bww1_scratch_bytes(&c->d);
         if (c->gd8) c->scratch_bd = 0; /* oneDNN's primitive stays as a fallback but never runs */
         c->copy_off_bd = align64(c->scratch_bd);
         c->copy_off_bw = align64(c->scratch_bw);
@@ -612,7 +615,7 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
         snprintf(c->impl_name[1], sizeof c->impl_name[1], "%s%s", c->gd8 ? "medpipe:gconv8" : c->bwd_data.impl,
                  c->bd_alt ? " (ndhwc)" : "");
         snprintf(c->impl_name[2], sizeof c->impl_name[2], "%s%s",
-                 c->bw8 ? "medpipe:bww8" : c->own_bw ? "medpipe:shifted_gemm" : c->bwd_weights.impl,
+                 c->bw8 ? "medpipe:bww8" : c->bw1 ? "medpipe:bww1" : c->own_bw ? "medpipe:shifted_gemm" : c->bwd_weights.impl,
                  c->bw_alt ? " (ndhwc)" : "");
     }
     c->scratch_bytes = c->scratch_fwd;
@@ -735,8 +738,8 @@ int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const f
     int rc;
     if (!c->bwd_weights.prim) return mp_error_set(MP_ERR_ARG, "conv: layer was created without backward");
     if (c->d.bias && !db) return mp_error_set(MP_ERR_ARG, "conv: bias gradient buffer missing");
-    if (c->bw8) {
-        mp_cpu_bww8_run(&c->d, dw, c->d.bias ? db : NULL, dy, x, scratch);
+    if (c->bw8 || c->bw1) {
+        (c->bw8 ? mp_cpu_bww8_run : mp_cpu_bww1_run)(&c->d, dw, c->d.bias ? db : NULL, dy, x, scratch);
         return MP_OK;
     }
     if (c->bw_alt) {
