@@ -43,6 +43,18 @@ static void valid_range(int64_t na, int64_t nb, int64_t k, int64_t s, int64_t p,
     *lo = l, *hi = h;
 }
 
+/* s[l] += the sum of lane l over nvox voxels of 8 lanes: float sums over
+ * runs of 256 voxels, added in double (bias gradients). */
+static void sum8(double *s, const float *p, int64_t nvox) {
+    for (int64_t v0 = 0; v0 < nvox; v0 += 256) {
+        float r[8] = {0};
+        int64_t v1 = v0 + 256 < nvox ? v0 + 256 : nvox;
+        for (int64_t v = v0; v < v1; v++)
+            for (int l = 0; l < 8; l++) r[l] += p[v * 8 + l];
+        for (int l = 0; l < 8; l++) s[l] += r[l];
+    }
+}
+
 /* One register tile: NA blocks of 8 alphas (A blocks `a_blk` floats apart)
  * times NB betas (at offsets boff[] from the B voxel), summed over rows x
  * cols voxels; t: NB rows of the accumulator, `t_row` floats apart. Up to
@@ -197,16 +209,7 @@ static void bias_range(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     for (int64_t cb = begin; cb < end; cb++) {
         double s[8] = {0};
-        for (int64_t i = 0; i < t->n; i++) {
-            const float *p = t->dy + (i * cbs + cb) * t->sp * 8;
-            for (int64_t v0 = 0; v0 < t->sp; v0 += 256) {
-                float r[8] = {0};
-                int64_t v1 = v0 + 256 < t->sp ? v0 + 256 : t->sp;
-                for (int64_t v = v0; v < v1; v++)
-                    for (int j = 0; j < 8; j++) r[j] += p[v * 8 + j];
-                for (int j = 0; j < 8; j++) s[j] += r[j];
-            }
-        }
+        for (int64_t i = 0; i < t->n; i++) sum8(s, t->dy + (i * cbs + cb) * t->sp * 8, t->sp);
         for (int j = 0; j < 8 && cb * 8 + j < t->c; j++) t->db[cb * 8 + j] = (float)s[j];
     }
 }
@@ -381,17 +384,11 @@ static void bww1_range(void *ctx, int64_t begin, int64_t end, int worker) {
         const float *ap = w->dy + (n * w->cab * w->ad[0] + ad) * AH * AW * 8;
         double bsum[MP_BWW1_MAX_BLOCKS * 8] = {0};
         for (int64_t r0 = 0; r0 < AH; r0 += chunk) {
-            /* The bias gradient from the chunk while it is in cache: float
-             * sums per row, added in double (a second pass over all of dy
-             * from memory took as long as the correlation). */
-            for (int64_t r = r0; r < AH && r < r0 + chunk; r++)
-                for (int64_t b = 0; b < w->cab; b++) {
-                    float rs[8] = {0};
-                    const float *pr = ap + b * w->ad[0] * AH * AW * 8 + r * AW * 8;
-                    for (int64_t v = 0; v < AW; v++)
-                        for (int l = 0; l < 8; l++) rs[l] += pr[v * 8 + l];
-                    for (int l = 0; l < 8; l++) bsum[b * 8 + l] += rs[l];
-                }
+            /* The bias gradient from the chunk while it is in cache (a
+             * separate pass over dy: 16.8 instead of 15.1 ms at 64^3). */
+            int64_t r1 = r0 + chunk < AH ? r0 + chunk : AH;
+            for (int64_t b = 0; b < w->cab; b++)
+                sum8(bsum + b * 8, ap + b * w->ad[0] * AH * AW * 8 + r0 * AW * 8, (r1 - r0) * AW);
             for (int64_t kd = 0; kd < w->k[0]; kd++) {
                 int64_t bd = ad + kd - w->p[0];
                 if (bd < 0 || bd >= w->bd[0]) continue;
