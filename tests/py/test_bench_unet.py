@@ -56,7 +56,8 @@ def test_peers_side_by_side():
     ratio = [ln for ln in p.stdout.splitlines() if ln.startswith("ratio:")]
     assert len(ratio) == 1 and "pytorch 9.9" in ratio[0], p.stdout
     mean = float(ratio[0].split("= ")[1].split(" ")[0])
-    assert abs(mean - 50.0 / j["train_step_ms"]) < 0.01 + 0.01 * mean, (ratio, j)
+    ms = j["train_step_ms"]  # rounded to 0.1 ms in the JSON; the ratio was taken before rounding
+    assert 50.0 / (ms + 0.05) - 0.01 <= mean <= 50.0 / max(ms - 0.05, 1e-3) + 0.01, (ratio, j)
     assert "peer-bad" in p.stderr and "did not run" in p.stderr, p.stderr
 
 
