@@ -141,6 +141,19 @@ static void plane_task(const bww8_t *w, int na, int nb, const int64_t *boff, con
     }
 }
 
+/* Group g of B channels: its first channel, and its size. Groups of 6,
+ * but when 6 leaves 2 over (32 channels: 6+6+6+6+6+2) the last two go 4+4:
+ * a group of 2 runs four FMA chains, latency-bound at half speed. */
+static int b_group(const bww8_t *w, int64_t g, int64_t *be0) {
+    const int64_t cb8 = w->cbb * 8, split = cb8 % 6 == 2 && cb8 > 6; /* last two groups 4 + 4 */
+    if (split && g >= w->bgroups - 2) {
+        *be0 = (w->bgroups - 2) * 6 + (g - (w->bgroups - 2)) * 4;
+        return 4;
+    }
+    *be0 = g * 6;
+    return (int)(cb8 - *be0 < 6 ? cb8 - *be0 : 6);
+}
+
 /* Worker: tasks [begin, end) = (pair of A blocks, group of 6 B channels),
  * pair-major; every kernel offset, all voxels. Tasks own disjoint parts of
  * the accumulator: no reduction. Planes outside, tasks inside. */
@@ -151,8 +164,8 @@ static void bww8_range(void *ctx, int64_t begin, int64_t end, int worker) {
     const int64_t sa = w->ad[0] * w->ad[1] * w->ad[2] * 8, sb = w->bd[0] * w->bd[1] * w->bd[2] * 8;
     const int64_t plane_a = w->ad[1] * w->ad[2] * 8, plane_b = w->bd[1] * w->bd[2] * 8;
     for (int64_t t = begin; t < end; t++) {
-        int64_t a0 = t / w->bgroups * 2, be0 = t % w->bgroups * 6;
-        int na = a0 + 1 < w->cab ? 2 : 1, nb = (int)(cb8 - be0 < 6 ? cb8 - be0 : 6);
+        int64_t a0 = t / w->bgroups * 2, be0;
+        int na = a0 + 1 < w->cab ? 2 : 1, nb = b_group(w, t % w->bgroups, &be0);
         for (int64_t k = 0; k < kv; k++)
             for (int j = 0; j < nb; j++) memset(w->acc + ((be0 + j) * kv + k) * ca8 + a0 * 8, 0, (size_t)na * 32);
     }
@@ -172,8 +185,8 @@ static void bww8_range(void *ctx, int64_t begin, int64_t end, int worker) {
                 int64_t bd = ad * w->s[0] + kd - w->p[0];
                 if (bd < 0 || bd >= w->bd[0]) continue;
                 for (int64_t t = t0; t < (tasks_outer ? t0 + 1 : end); t++) {
-                    int64_t a0 = t / w->bgroups * 2, be0 = t % w->bgroups * 6, boff[6];
-                    int na = a0 + 1 < w->cab ? 2 : 1, nb = (int)(cb8 - be0 < 6 ? cb8 - be0 : 6);
+                    int64_t a0 = t / w->bgroups * 2, be0, boff[6];
+                    int na = a0 + 1 < w->cab ? 2 : 1, nb = b_group(w, t % w->bgroups, &be0);
                     /* A beta's B value: its block's plane, its lane; relative to block 0. */
                     for (int j = 0; j < nb; j++) boff[j] = (be0 + j) / 8 * sb + (be0 + j) % 8;
                     const float *ap = w->a + (n * w->cab + a0) * sa + ad * plane_a;
