@@ -252,6 +252,61 @@ static void test_bww1_matches_ref(void) {
     for (int i = 0; i < 5; i++) MP_CHECK_NEAR(e[i], 0, TOL);
 }
 
+/* One loss case: mp_cpu_dc_ce_loss_f32 against the reference in double
+ * (loss, and gradient relative to its largest entry); labels random below k
+ * with the logits leaning towards them, as in training. */
+static double loss_case(mp_shape5_t s, int batch_dice, int do_bg, double scale) {
+    int64_t sp = s.d * s.h * s.w, nz = mp_shape5_elems(s);
+    float *z = rand_f(nz, -3, 3), *dz = rand_f(nz, 0, 0);
+    double *zd = mp_alloc((size_t)nz * sizeof *zd), *dzd = mp_alloc((size_t)nz * sizeof *dzd);
+    uint8_t *lab = mp_alloc((size_t)(s.n * sp));
+    for (int64_t i = 0; i < s.n * sp; i++) {
+        lab[i] = (uint8_t)(mp_rng_u32(&rng) % (uint32_t)s.c);
+        z[(i / sp * s.c + lab[i]) * sp + i % sp] += 1.5f;
+    }
+    for (int64_t i = 0; i < nz; i++) zd[i] = z[i];
+    mp_loss_opts_t o;
+    mp_loss_opts_init(&o);
+    o.batch_dice = batch_dice, o.do_bg = do_bg;
+    double want = mp_ref_dc_ce_loss_f64(dzd, zd, lab, s, &o, scale);
+    double got = mp_cpu_dc_ce_loss_f32(dz, z, lab, s, &o, scale), got0 = mp_cpu_dc_ce_loss_f32(NULL, z, lab, s, &o, 1);
+    double e = fmax(fabs(got - want), fabs(got0 - want)) / fmax(fabs(want), 1e-3), m = 0, d = 0;
+    for (int64_t i = 0; i < nz; i++) m = fmax(m, fabs(dzd[i])), d = fmax(d, fabs(dz[i] - dzd[i]));
+    e = fmax(e, d / m);
+    if (e > 1e-5) fprintf(stderr, "  loss case k=%lld batch_dice %d do_bg %d: loss %.9g vs %.9g, err %g\n",
+                          (long long)s.c, batch_dice, do_bg, got, want, e);
+    mp_free(z), mp_free(dz), mp_free(zd), mp_free(dzd), mp_free(lab);
+    return e;
+}
+
+/* The fast loss (loss.c) equals the reference: 2-5 classes, batch Dice on
+ * and off, background in and out, batch 1-3, volumes that do not fill the
+ * last voxel chunk, a loss scale; and the same on 1 and 2 threads. */
+static void test_loss_matches_ref(void) {
+    MP_CHECK(mp_cpu_dc_ce_loss_supported((mp_shape5_t){2, 2, 4, 4, 4}, &(mp_loss_opts_t){.do_bg = 0}));
+    MP_CHECK(!mp_cpu_dc_ce_loss_supported((mp_shape5_t){2, 1, 4, 4, 4}, &(mp_loss_opts_t){.do_bg = 0}));
+    MP_CHECK(!mp_cpu_dc_ce_loss_supported((mp_shape5_t){9, 4, 4, 4, 4}, &(mp_loss_opts_t){.do_bg = 1}));
+    MP_CHECK_NEAR(loss_case((mp_shape5_t){2, 2, 9, 10, 11}, 0, 0, 1.0), 0, 1e-5);
+    MP_CHECK_NEAR(loss_case((mp_shape5_t){3, 3, 5, 7, 6}, 1, 0, 1.0), 0, 1e-5);
+    MP_CHECK_NEAR(loss_case((mp_shape5_t){1, 5, 6, 6, 7}, 0, 1, 0.5), 0, 1e-5);
+    MP_CHECK_NEAR(loss_case((mp_shape5_t){2, 4, 3, 5, 5}, 1, 1, 1024.0), 0, 1e-5);
+    MP_CHECK_NEAR(loss_case((mp_shape5_t){1, 2, 1, 1, 37}, 0, 0, 1.0), 0, 1e-5);
+    /* Thread count does not change a bit. */
+    mp_shape5_t s = {2, 3, 8, 9, 10};
+    int64_t nz = mp_shape5_elems(s);
+    float *z = rand_f(nz, -2, 2), *d1 = rand_f(nz, 0, 0), *d2 = rand_f(nz, 0, 0);
+    uint8_t *lab = mp_alloc((size_t)(nz / 3));
+    for (int64_t i = 0; i < nz / 3; i++) lab[i] = (uint8_t)(i * 7 % 3);
+    mp_loss_opts_t o;
+    mp_loss_opts_init(&o);
+    mp_cpu_set_threads(1);
+    double l1 = mp_cpu_dc_ce_loss_f32(d1, z, lab, s, &o, 1);
+    mp_cpu_set_threads(2);
+    double l2 = mp_cpu_dc_ce_loss_f32(d2, z, lab, s, &o, 1);
+    MP_CHECK(l1 == l2 && memcmp(d1, d2, (size_t)nz * sizeof *d1) == 0);
+    mp_free(z), mp_free(d1), mp_free(d2), mp_free(lab);
+}
+
 static void test_conv_fused_lrelu(void) {
     mp_conv_geom_t g333 = {{3, 3, 3}, {1, 1, 1}, {1, 1, 1}};
     MP_CHECK_NEAR(conv_case((mp_shape5_t){2, 6, 5, 4, 6}, 9, g333, 0, 0, 1), 0, TOL);
@@ -364,6 +419,7 @@ int main(void) {
     MP_RUN(test_deconv8_matches_ref);
     MP_RUN(test_gconv8_matches_ref);
     MP_RUN(test_bww1_matches_ref);
+    MP_RUN(test_loss_matches_ref);
     MP_RUN(test_conv_fused_lrelu);
     MP_RUN(test_deconv_matches_ref);
     MP_RUN(test_inorm_matches_ref);

@@ -129,6 +129,13 @@ size_t mp_cpu_gconv8_weight_floats(const mp_cpu_conv_desc_t *d);
 void mp_cpu_gconv8_pack_weights(const mp_cpu_conv_desc_t *d, float *packed, const float *w);
 void mp_cpu_gconv8_backward_data(const mp_cpu_conv_desc_t *d, float *dx, const float *dy, const float *packed);
 
+/* ---- nnU-Net's Dice + CE loss on fp32 logits (loss.c) ----
+ * The fast twin of mp_ref_dc_ce_loss_f32, same arguments and result; dz
+ * may be NULL. supported: at most 32 (samples x classes). */
+int mp_cpu_dc_ce_loss_supported(mp_shape5_t s, const mp_loss_opts_t *o);
+double mp_cpu_dc_ce_loss_f32(float *dz, const float *z, const uint8_t *labels, mp_shape5_t s, const mp_loss_opts_t *o,
+                             double scale);
+
 /* ---- upsampling forward on nCdhw8c (deconv8.c) ----
  * A transposed conv with kernel = stride and no padding. Weights are packed
  * first (plain (Cin, Cout, k)) into mp_cpu_deconv8_weight_floats floats;

@@ -474,8 +474,13 @@ double mp_unet_loss(mp_unet_t *m, const uint8_t *labels, const mp_loss_opts_t *l
         }
         void *dz = with_grad ? arena_at(m, h->dplain_off) : NULL;
         double gs = h->weight * m->loss_scale;
-        double l = m->es == 8 ? mp_ref_dc_ce_loss_f64(dz, arena_at(m, h->plain_off), lab, s, lo, gs)
-                              : mp_ref_dc_ce_loss_f32(dz, arena_at(m, h->plain_off), lab, s, lo, gs);
+        double l;
+        if (m->es == 8) l = mp_ref_dc_ce_loss_f64(dz, arena_at(m, h->plain_off), lab, s, lo, gs);
+#ifdef MP_HAVE_DNNL
+        else if (!m->use_ref && mp_cpu_dc_ce_loss_supported(s, lo))
+            l = mp_cpu_dc_ce_loss_f32(dz, arena_at(m, h->plain_off), lab, s, lo, gs);
+#endif
+        else l = mp_ref_dc_ce_loss_f32(dz, arena_at(m, h->plain_off), lab, s, lo, gs);
         total += h->weight * l;
     }
     return total;
