@@ -100,8 +100,8 @@ const char *mp_cpu_conv_impl(const mp_cpu_conv_t *c, int which);
 
 /* y = act(conv(x, w) + b); y and x in the layer's dst/src layouts, w and b plain. */
 int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float *w, const float *b, void *scratch);
-/* dx = conv_backward_data(dy, w). Reuses the weights laid out by the last
- * forward when that forward got the same w pointer (a training step). */
+/* dx = conv_backward_data(dy, w). Each pass lays the plain weights out in
+ * its own scratch, so the scratch must not be shared by passes in flight. */
 int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, const float *w, void *scratch);
 /* dw, db (plain; db may be NULL when the layer has no bias) from dy and x. */
 int mp_cpu_conv_backward_weights(mp_cpu_conv_t *c, float *dw, float *db, const float *dy, const float *x,

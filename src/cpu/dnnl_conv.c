@@ -154,8 +154,11 @@ struct mp_cpu_conv {
     dnnl_memory_desc_t wf_md, wb_md, dw_md;            /* chosen by oneDNN */
     prim_t fwd, bwd_data, bwd_weights;
     mp_cpu_reorder_t *w_to_fwd, *w_to_bwd, *dw_to_plain; /* NULL when no reorder is needed */
-    float *wf, *wb, *dwb;
-    const float *wf_of;  /* plain weights the last forward laid out */
+    float *dwb;
+    /* Weights in oneDNN's forward and backward-data layouts live in their
+     * pass's scratch (shared by every layer), laid out on each call: per
+     * layer they were as big as the parameters twice over. */
+    size_t wf_off, wb_off;
     dnnl_memory_t m_src, m_dst, m_wf, m_b;             /* forward */
     dnnl_memory_t m_dsrc, m_ddst_bd, m_wb;             /* backward data */
     dnnl_memory_t m_src_bw, m_ddst_bw, m_dw, m_db;     /* backward weights */
@@ -226,8 +229,11 @@ static int weights_layout(mp_cpu_conv_t *c, const dnnl_memory_desc_t *chosen, dn
                           mp_cpu_reorder_t **reorder, int to_plain) {
     *keep = *chosen;
     if (dnnl_memory_desc_equal(chosen, &c->w_md)) return MP_OK;
-    *buf = mp_zalloc(dnnl_memory_desc_get_size(chosen));
-    if (!*buf) return mp_error_set(MP_ERR_NOMEM, "out of memory for conv weights");
+    /* Not zeroed: a reorder fills it before any use, and a buffer that the
+     * layer's chosen kernels never use (oneDNN's diff-weights layout next to
+     * medpipe's weight-gradient kernels) then costs no resident memory. */
+    if (buf && !(*buf = mp_alloc(dnnl_memory_desc_get_size(chosen))))
+        return mp_error_set(MP_ERR_NOMEM, "out of memory for conv weights");
     return to_plain ? mp_cpu_reorder_create(reorder, &c->w_md, chosen) : mp_cpu_reorder_create(reorder, chosen, &c->w_md);
 }
 
@@ -335,7 +341,7 @@ static int create_forward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *src, const
         c->fwd_alt = 1;
     }
     dnnl_primitive_desc_t run_pd = c->fwd_alt ? apd : pd;
-    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(run_pd, dnnl_query_weights_md, 0), &c->wf_md, &c->wf,
+    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(run_pd, dnnl_query_weights_md, 0), &c->wf_md, NULL,
                              &c->w_to_fwd, 0)))
         goto fail;
     if ((rc = finish_prim(&c->fwd, run_pd, &c->scratch_fwd))) goto fail;
@@ -431,7 +437,7 @@ static int create_backward(mp_cpu_conv_t *c, const dnnl_memory_desc_t *any_w, co
     const dnnl_memory_desc_t *bd_dst = c->bd_alt ? &c->alt_dst_md : &c->dst_md;
     const dnnl_memory_desc_t *bw_src = c->bw_alt ? &c->alt_src_md : &c->src_md;
     const dnnl_memory_desc_t *bw_dst = c->bw_alt ? &c->alt_dst_md : &c->dst_md;
-    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(bd_pd, dnnl_query_weights_md, 0), &c->wb_md, &c->wb,
+    if ((rc = weights_layout(c, dnnl_primitive_desc_query_md(bd_pd, dnnl_query_weights_md, 0), &c->wb_md, NULL,
                              &c->w_to_bwd, 0)) ||
         (rc = weights_layout(c, dnnl_primitive_desc_query_md(bw_pd, dnnl_query_diff_weights_md, 0), &c->dw_md,
                              &c->dwb, &c->dw_to_plain, 1)))
@@ -600,6 +606,10 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
     size_t copies = c->alt_dst_bytes + align64(mp_cpu_md_bytes(&c->alt_src_md));
     c->copy_off_fwd = align64(c->scratch_fwd);
     if (c->fwd_alt) c->scratch_fwd = c->copy_off_fwd + copies;
+    if (c->w_to_fwd && !c->dc8) {
+        c->wf_off = align64(c->scratch_fwd);
+        c->scratch_fwd = c->wf_off + dnnl_memory_desc_get_size(&c->wf_md);
+    }
     if (d->backward && (rc = create_backward(c, &any_w, st, pl, pr))) goto fail;
     if (d->backward) {
         /* With own_bw, oneDNN's backward-weights primitive stays as a fallback
@@ -611,6 +621,10 @@ int mp_cpu_conv_create(mp_cpu_conv_t **out, const mp_cpu_conv_desc_t *d) {
         c->copy_off_bd = align64(c->scratch_bd);
         c->copy_off_bw = align64(c->scratch_bw);
         if (c->bd_alt) c->scratch_bd = c->copy_off_bd + copies;
+        if (c->w_to_bwd && !c->gd8) { /* the weights in oneDNN's backward-data layout, last */
+            c->wb_off = align64(c->scratch_bd);
+            c->scratch_bd = c->wb_off + dnnl_memory_desc_get_size(&c->wb_md);
+        }
         if (c->bw_alt) c->scratch_bw = c->copy_off_bw + copies;
         snprintf(c->impl_name[1], sizeof c->impl_name[1], "%s%s", c->gd8 ? "medpipe:gconv8" : c->bwd_data.impl,
                  c->bd_alt ? " (ndhwc)" : "");
@@ -646,8 +660,6 @@ void mp_cpu_conv_free(mp_cpu_conv_t *c) {
     mp_cpu_reorder_free(c->y_from_alt);
     mp_cpu_reorder_free(c->dy_to_alt);
     mp_cpu_reorder_free(c->dx_from_alt);
-    mp_free(c->wf);
-    mp_free(c->wb);
     mp_free(c->dwb);
     mp_free(c->w8);
     mp_free(c->bias8);
@@ -677,15 +689,14 @@ int mp_cpu_conv_forward(mp_cpu_conv_t *c, float *y, const float *x, const float 
         mp_cpu_deconv8_pack_weights(&c->d, c->w8, w);
         if (c->d.bias) memcpy(c->bias8, b, (size_t)c->d.cout * sizeof(float));
         mp_cpu_deconv8_forward(&c->d, y, x, c->w8, c->d.bias ? c->bias8 : NULL);
-        c->wf_of = NULL;
         return MP_OK;
     }
     const float *wl = w;
     if (c->w_to_fwd) {
-        if ((rc = mp_cpu_reorder_run(c->w_to_fwd, c->wf, w))) return rc;
-        wl = c->wf;
+        float *wf = (float *)((char *)scratch + c->wf_off);
+        if ((rc = mp_cpu_reorder_run(c->w_to_fwd, wf, w))) return rc;
+        wl = wf;
     }
-    c->wf_of = w;
     float *y_run = y;
     if (c->fwd_alt) {
         y_run = (float *)((char *)scratch + c->copy_off_fwd);
@@ -716,9 +727,9 @@ int mp_cpu_conv_backward_data(mp_cpu_conv_t *c, float *dx, const float *dy, cons
     const float *wl = w;
     if (c->w_to_bwd) {
         /* The forward already laid the same weights out in this layout. */
-        if (c->wf_of == w && c->wf && dnnl_memory_desc_equal(&c->wb_md, &c->wf_md)) wl = c->wf;
-        else if ((rc = mp_cpu_reorder_run(c->w_to_bwd, c->wb, w))) return rc;
-        else wl = c->wb;
+        float *wb = (float *)((char *)scratch + c->wb_off);
+        if ((rc = mp_cpu_reorder_run(c->w_to_bwd, wb, w))) return rc;
+        wl = wb;
     }
     float *dx_run = dx;
     if (c->bd_alt) {
