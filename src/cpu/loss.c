@@ -44,8 +44,9 @@ static void sums_range(void *ctx, int64_t begin, int64_t end, int worker) {
         double *sl = c->slabs + ch * SLAB, *si = sl + 1, *sp_ = si + LOSS_MAX_NK, *sg = sp_ + LOSS_MAX_NK;
         memset(sl, 0, SLAB * sizeof(double));
         int64_t i1 = (ch + 1) * c->per < c->n * sp ? (ch + 1) * c->per : c->n * sp;
-        for (int64_t i = ch * c->per; i < i1; i++) {
-            int64_t n = i / sp, v = i % sp, t = c->labels[i];
+        int64_t n = ch * c->per / sp, v = ch * c->per % sp; /* (sample, voxel) of i, stepped below */
+        for (int64_t i = ch * c->per; i < i1; i++, v = v + 1 < sp ? v + 1 : (n++, 0)) {
+            int64_t t = c->labels[i];
             const float *z = c->z + n * k * sp + v;
             float mx = z[0], e[LOSS_MAX_NK], sum = 0;
             for (int64_t j = 1; j < k; j++) mx = z[j * sp] > mx ? z[j * sp] : mx;
@@ -69,8 +70,9 @@ static void grad_range(void *ctx, int64_t begin, int64_t end, int worker) {
     (void)worker;
     for (int64_t ch = begin; ch < end; ch++) {
         int64_t i1 = (ch + 1) * c->per < c->n * sp ? (ch + 1) * c->per : c->n * sp;
-        for (int64_t i = ch * c->per; i < i1; i++) {
-            int64_t n = i / sp, v = i % sp, t = c->labels[i], g = (c->batch_dice ? 0 : n) * k;
+        int64_t n = ch * c->per / sp, v = ch * c->per % sp;
+        for (int64_t i = ch * c->per; i < i1; i++, v = v + 1 < sp ? v + 1 : (n++, 0)) {
+            int64_t t = c->labels[i], g = (c->batch_dice ? 0 : n) * k;
             float *dz = c->dz + n * k * sp + v;
             double dot = 0, gp[LOSS_MAX_NK];
             for (int64_t j = 0; j < k; j++) {
