@@ -186,9 +186,9 @@ static void test_conv_blocked8_backward(void) {
 }
 
 /* The U-Net's upsampling (kernel = stride, no padding) on nCdhw8c runs
- * medpipe's tiled kernels (deconv8.c) forward and backward-data: rows of 4
- * voxels plus single-voxel tails, an odd number of channel blocks, channel
- * counts that do not fill a block, anisotropic strides, batch > 1. */
+ * medpipe's tiled forward (deconv8.c): rows of 3 to 9 voxels (tiles of 3, 4
+ * and 6), an odd number of channel blocks, channel counts that do not fill a
+ * block, anisotropic strides, batch > 1. */
 static void test_deconv8_matches_ref(void) {
     mp_conv_geom_t g222 = {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}}, g122 = {{1, 2, 2}, {1, 2, 2}, {0, 0, 0}};
     expect_impl0 = "medpipe:deconv8";

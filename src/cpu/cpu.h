@@ -128,6 +128,18 @@ int mp_cpu_gconv8_supported(const mp_cpu_conv_desc_t *d, const dnnl_memory_desc_
 size_t mp_cpu_gconv8_weight_floats(const mp_cpu_conv_desc_t *d);
 void mp_cpu_gconv8_pack_weights(const mp_cpu_conv_desc_t *d, float *packed, const float *w);
 void mp_cpu_gconv8_backward_data(const mp_cpu_conv_desc_t *d, float *dx, const float *dy, const float *packed);
+#ifdef __AVX2__
+/* Their register tile (1-6 voxels x 1-2 blocks of 8 outputs), also the
+ * upsampling forward's: out[j][b] = start + sum over taps t and input
+ * channels c of in[toff[t] + j * xv + (c / 8) * xb + c % 8] * tw[t][c * wr +
+ * 8 b ..]; out voxels ov floats apart, blocks ob apart; start: out itself
+ * when add, else bias[8 b ..] when bias, else zero. tile8_voxels: the size
+ * of the next tile when rem voxels are left. */
+void mp_cpu_tile8(int nv, int nb, float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb,
+                  int64_t co, int ntaps, const int64_t *toff, const float *const *tw, int64_t wr, int add,
+                  const float *bias);
+int mp_cpu_tile8_voxels(int64_t rem);
+#endif
 
 /* ---- nnU-Net's Dice + CE loss on fp32 logits (loss.c) ----
  * The fast twin of mp_ref_dc_ce_loss_f32, same arguments and result; dz

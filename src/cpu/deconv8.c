@@ -5,17 +5,15 @@
  * transposed conv, and its channels-last GEMM path runs at 25-60 GFLOP/s
  * plus two reorders. Without overlap, every output voxel s*v + k is a 1x1x1
  * conv of input voxel v with the weight slice of offset k: register-tiled
- * outer products, up to 6 voxels x 2 channel blocks: twelve FMA chains.
- * oneDNN's blocked kernel serves backward-data (a strided conv), conv_bww8.c
- * the weight gradient. The plain-C reference is mp_ref_deconv3d_forward_f32
+ * outer products, up to 6 voxels x 2 channel blocks: twelve FMA chains
+ * (gconv8.c's register tile, with one tap and the bias as its start).
+ * Backward-data is gconv8.c's (oneDNN's blocked kernel for short rows),
+ * the weight gradient conv_bww8.c's. The plain-C reference is mp_ref_deconv3d_forward_f32
  * (src/ref), compared in tests/test_nn_cpu.c. */
 #ifdef MP_HAVE_DNNL
 #include "cpu/cpu.h"
 
 #include <string.h>
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
 
 typedef struct {
     const mp_cpu_conv_desc_t *d;
@@ -53,62 +51,13 @@ void mp_cpu_deconv8_pack_weights(const mp_cpu_conv_desc_t *d, float *packed, con
 }
 
 #ifdef __AVX2__
-/* out[j][b] = init[b] + sum over `terms` t of in(j, t) * w[t][b], for NV
- * voxels j (outputs ov floats apart, blocks ob apart) and NB lane blocks b;
- * in(j, t) = in[j * xv + (t / 8) * xb + t % 8]; w rows are wr floats apart. */
-#define DC8_TILE(NV, NB)                                                                                   \
-    static void tile_##NV##x##NB(float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb, \
-                                 int64_t terms, const float *w, int64_t wr, const float *init) {           \
-        __m256 acc[NV][NB];                                                                                \
-        /* Every loop over j and b fully unrolled: acc must live in registers. */                       \
-        _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++)                                               \
-            _Pragma("GCC unroll 2") for (int b = 0; b < NB; b++)                                           \
-                acc[j][b] = init ? _mm256_loadu_ps(init + 8 * b) : _mm256_setzero_ps();                    \
-        for (int64_t t0 = 0; t0 < terms; t0 += 8) {                                                        \
-            const float *ib = in + (t0 / 8) * xb;                                                          \
-            int64_t tn = terms - t0 < 8 ? terms - t0 : 8;                                                  \
-            for (int64_t tt = 0; tt < tn; tt++) {                                                          \
-                const float *wt = w + (t0 + tt) * wr;                                                      \
-                __m256 w0 = _mm256_loadu_ps(wt), w1 = NB > 1 ? _mm256_loadu_ps(wt + 8) : w0;               \
-                _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++) {                                     \
-                    __m256 v = _mm256_broadcast_ss(ib + j * xv + tt);                                     \
-                    acc[j][0] = _mm256_fmadd_ps(v, w0, acc[j][0]);                                        \
-                    if (NB > 1) acc[j][NB - 1] = _mm256_fmadd_ps(v, w1, acc[j][NB - 1]);                   \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
-        _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++)                                               \
-            _Pragma("GCC unroll 2") for (int b = 0; b < NB; b++) _mm256_storeu_ps(out + j * ov + b * ob, acc[j][b]); \
-    }
-DC8_TILE(6, 2)
-DC8_TILE(4, 2)
-DC8_TILE(1, 2)
-DC8_TILE(6, 1)
-DC8_TILE(4, 1)
-DC8_TILE(1, 1)
-
-typedef void (*tile_fn)(float *, int64_t, int64_t, const float *, int64_t, int64_t, int64_t, const float *, int64_t,
-                        const float *);
-static void tile(int nv, int nb, float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb,
-                 int64_t terms, const float *w, int64_t wr, const float *init) {
-    static const tile_fn fns[3][2] = {{tile_1x1, tile_1x2}, {tile_4x1, tile_4x2}, {tile_6x1, tile_6x2}};
-    fns[nv == 6 ? 2 : nv == 4][nb == 2](out, ov, ob, in, xv, xb, terms, w, wr, init);
-}
-
-/* Voxels of the next tile when rem are left: 6 (twelve FMA chains) unless
- * that leaves 1-3, then 4, then single voxels (rows of 8 go 4 + 4). */
-static int tile_voxels(int64_t rem) {
-    if (rem >= 6 && (rem == 6 || rem - 6 >= 4)) return 6;
-    return rem >= 4 ? 4 : 1;
-}
-
 /* Forward over input rows [begin, end) of (N, D, H): every output voxel
  * s*v + k of the row's voxels v, in tiles of up to 6 voxels x 2 blocks. */
 static void fwd_rows(void *ctx, int64_t begin, int64_t end, int worker) {
     const dc8_t *t = ctx;
     const mp_conv_geom_t *g = &t->d->g;
     const int64_t isp = t->id[0] * t->id[1] * t->id[2], osp = t->od[0] * t->od[1] * t->od[2];
-    const int64_t W = t->id[2], cop = t->cob * 8;
+    const int64_t W = t->id[2], cop = t->cob * 8, zero = 0; /* one tap, at the tile's voxel */
     (void)worker;
     for (int64_t r = begin; r < end; r++) {
         int64_t n = r / (t->id[0] * t->id[1]), idd = r / t->id[1] % t->id[0], ih = r % t->id[1];
@@ -124,9 +73,9 @@ static void fwd_rows(void *ctx, int64_t begin, int64_t end, int worker) {
                         const float *w = t->w + k * t->ci * cop + ob * 8;
                         const float *bias = t->bias ? t->bias + ob * 8 : NULL;
                         for (int64_t iw = 0; iw < W;) {
-                            int nv = tile_voxels(W - iw);
-                            tile(nv, nb, yb + iw * g->s[2] * 8, g->s[2] * 8, osp * 8, xrow + iw * 8, 8, isp * 8, t->ci,
-                                 w, cop, bias);
+                            int nv = mp_cpu_tile8_voxels(W - iw);
+                            mp_cpu_tile8(nv, nb, yb + iw * g->s[2] * 8, g->s[2] * 8, osp * 8, xrow + iw * 8, 8, isp * 8,
+                                         t->ci, 1, &zero, &w, cop, 0, bias);
                             iw += nv;
                         }
                     }

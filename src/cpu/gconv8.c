@@ -95,10 +95,12 @@ static int dim_taps(const gc8_t *t, int dim, int64_t i, int64_t *kk, int64_t *jj
     return n;
 }
 
-/* out[j][b] = sum over taps t and dy channels c of in(t, j, c) * w_t[c][b]
- * for NV voxels j (out voxels ov floats apart, blocks ob apart) and NB
- * blocks b; in(t, j, c) = in[toff[t] + j * xv + (c / 8) * xb + c % 8]; the
- * rows of w_t are wr floats apart. */
+/* The register tile (also deconv8.c's, through mp_cpu_tile8):
+ * out[j][b] = init + sum over taps t and input channels c of
+ * in(t, j, c) * w_t[c][b] for NV voxels j (out voxels ov floats apart,
+ * blocks ob apart) and NB blocks b; in(t, j, c) = in[toff[t] + j * xv +
+ * (c / 8) * xb + c % 8]; the rows of w_t are wr floats apart. init: out
+ * itself when add, else bias[8 b..] when bias, else zero. */
 #define GC8_SUM(NV, NB, XV)                                                                                    \
     for (int tp = 0; tp < ntaps; tp++) {                                                                       \
         const float *w = tw[tp];                                                                               \
@@ -121,11 +123,12 @@ static int dim_taps(const gc8_t *t, int dim, int64_t i, int64_t *kk, int64_t *jj
 #define GC8_TILE(NV, NB)                                                                                       \
     static void tile_##NV##x##NB(float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb, \
                                  int64_t co, int ntaps, const int64_t *toff, const float *const *tw, int64_t wr,   \
-                                 int add) {                                                                 \
+                                 int add, const float *bias) {                                              \
         __m256 acc[NV][NB];                                                                                    \
         _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++)                                                   \
             _Pragma("GCC unroll 2") for (int b = 0; b < NB; b++)                                           \
-                acc[j][b] = add ? _mm256_loadu_ps(out + j * ov + b * ob) : _mm256_setzero_ps();                \
+                acc[j][b] = add ? _mm256_loadu_ps(out + j * ov + b * ob)                                       \
+                                : bias ? _mm256_loadu_ps(bias + 8 * b) : _mm256_setzero_ps();                  \
         if (xv == 8) {                                                                                         \
             GC8_SUM(NV, NB, 8)                                                                                 \
         } else {                                                                                               \
@@ -148,11 +151,19 @@ GC8_TILE(5, 2)
 GC8_TILE(6, 2)
 
 typedef void (*tile_fn)(float *, int64_t, int64_t, const float *, int64_t, int64_t, int64_t, int, const int64_t *,
-                        const float *const *, int64_t, int);
+                        const float *const *, int64_t, int, const float *);
+
+void mp_cpu_tile8(int nv, int nb, float *out, int64_t ov, int64_t ob, const float *in, int64_t xv, int64_t xb,
+                  int64_t co, int ntaps, const int64_t *toff, const float *const *tw, int64_t wr, int add,
+                  const float *bias) {
+    static const tile_fn fns[2][6] = {{tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1},
+                                      {tile_1x2, tile_2x2, tile_3x2, tile_4x2, tile_5x2, tile_6x2}};
+    fns[nb - 1][nv - 1](out, ov, ob, in, xv, xb, co, ntaps, toff, tw, wr, add, bias);
+}
 
 /* Voxels of the next tile when rem are left: 6 (twelve FMA chains), but
  * 7 and 8 go 4 + 3 and 4 + 4 rather than leave a tile of 1 or 2. */
-static int tile_voxels(int64_t rem) {
+int mp_cpu_tile8_voxels(int64_t rem) {
     return rem <= 6 ? (int)rem : rem <= 8 ? 4 : 6;
 }
 
@@ -200,8 +211,6 @@ static void row_class_taps(const gc8_t *t, taps_t *tp, int64_t r, int64_t nq, in
  * block pair, over the taps sel[0..n) of tp; add: onto the partial sums. */
 static void class_tiles(const gc8_t *t, const taps_t *tp, const int *sel, int n, float *xrow, const float *yc,
                         int64_t cn, int64_t c0, int64_t q0, int64_t q1, int64_t ostep, int add) {
-    static const tile_fn fns[2][6] = {{tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1},
-                                      {tile_1x2, tile_2x2, tile_3x2, tile_4x2, tile_5x2, tile_6x2}};
     const int64_t jstep = t->d->transposed ? t->d->g.s[2] : 1, xsp = t->xd[0] * t->xd[1] * t->xd[2];
     const int64_t ysp = t->yd[0] * t->yd[1] * t->yd[2], cip = t->cib * 8;
     int64_t off[MAX_TAPS];
@@ -210,10 +219,10 @@ static void class_tiles(const gc8_t *t, const taps_t *tp, const int *sel, int n,
         int nb = t->cib - ob >= 2 ? 2 : 1;
         for (int i = 0; i < n; i++) w[i] = tp->w[sel[i]] + c0 * cip + ob * 8;
         for (int64_t q = q0; q <= q1;) {
-            int nv = tile_voxels(q1 - q + 1);
+            int nv = mp_cpu_tile8_voxels(q1 - q + 1);
             for (int i = 0; i < n; i++) off[i] = tp->off[sel[i]] + q * jstep * 8;
-            fns[nb - 1][nv - 1](xrow + q * ostep * 8 + ob * xsp * 8, ostep * 8, xsp * 8, yc, jstep * 8, ysp * 8, cn,
-                                n, off, w, cip, add);
+            mp_cpu_tile8(nv, nb, xrow + q * ostep * 8 + ob * xsp * 8, ostep * 8, xsp * 8, yc, jstep * 8, ysp * 8, cn,
+                         n, off, w, cip, add, NULL);
             q += nv;
         }
     }
