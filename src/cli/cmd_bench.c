@@ -272,7 +272,7 @@ int mp_cli_bench(int argc, char **argv) {
     bench_result_t b = {.loss = 0};
     int rc = time_steps(m, &opt, oc.lr, img, lab, steps, profile, c.threads, step_s, peak_s, &b.t_opt, &b.loss);
     for (int s = 0; s < steps; s++) b.mean_s += step_s[s] / steps;
-    b.median_s = median(step_s, steps), b.min_s = step_s[0];
+    b.median_s = median(step_s, steps), b.min_s = step_s[0]; /* median() sorted them */
     if (profile && !rc) print_profile(m, steps, b.mean_s, b.t_opt / steps);
     mp_unet_set_profiling(m, 0);
     double fwd_s[3];
